@@ -1,0 +1,22 @@
+"""nvparser: NeuVector syslog, captures, pod logs and webhooks -> typed records.
+
+Sans-I/O and standard-library only: it takes bytes and gives events; it
+never opens a socket or a file.
+
+    from nvparser import Parser, Record, DeadLetter, Skipped
+
+    p = Parser()                      # framing="auto", max_frame=64 KiB
+    for event in p.feed(chunk):       # stream bytes (TCP, TLS, files)
+        ...
+    for event in p.feed_datagram(d):  # one UDP datagram
+        ...
+    for event in p.close():           # end of stream: flush what is pending
+        ...
+
+Each event is a Record (``.data`` is the typed record), a DeadLetter (raw
+bytes plus a reason a person can act on) or a Skipped (a blank line or a
+controller log line).
+"""
+from ._events import DeadLetter, Record, Skipped
+
+__all__ = ["Parser", "Record", "DeadLetter", "Skipped", "parse_frame", "parse_webhook"]

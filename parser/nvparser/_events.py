@@ -1,0 +1,40 @@
+"""What the parser gives back: one event per frame.
+
+Every frame the parser sees becomes exactly one of these, so a caller can
+account for every byte it fed in.
+"""
+from typing import NamedTuple
+
+
+class Record(NamedTuple):
+    """A NeuVector notification, decoded and typed.
+
+    ``data`` carries NeuVector's own field names at top level with the JSON
+    types NeuVector's JSON mode gives them (``notification`` included), plus
+    a ``syslog`` object when the frame had a syslog header, ``cri`` when it
+    came from a CRI log file and ``webhook`` when it came from a webhook.
+    """
+
+    data: dict
+    raw: bytes
+    offset: int = 0
+
+
+class DeadLetter(NamedTuple):
+    """A frame that could not be decoded: the bytes as received and why."""
+
+    raw: bytes
+    reason: str
+    offset: int = 0
+
+
+class Skipped(NamedTuple):
+    """A frame that is not a notification and is not an error either.
+
+    Blank lines and the controller's own log lines interleaved in a pod log
+    land here, so they are counted rather than reported as failures.
+    """
+
+    raw: bytes
+    reason: str
+    offset: int = 0
