@@ -1,0 +1,1 @@
+"""The nvsiem subcommands, one module each."""

@@ -1,0 +1,1 @@
+"""Network and file sources for nvsiem listen."""
