@@ -1,0 +1,153 @@
+"""Settings of ``nvsiem listen`` from flags, environment and a config file.
+
+Each setting is looked up in that order: a command-line flag, then its
+environment variable (``NVSIEM_<NAME>``, for Kubernetes), then the config
+file (``--config FILE`` / ``NVSIEM_CONFIG``: JSON, or TOML on Python 3.11+
+when the name ends in ``.toml``; keys are the setting names below), then the
+default. List settings (``listen``, ``to``) take several values from an
+environment variable separated by spaces or commas outside query strings
+(``NVSIEM_TO="file:///a.jsonl splunk-hec://h:8088?token_file=/t"``).
+"""
+import argparse
+import json
+import os
+import re
+from dataclasses import dataclass, fields
+from typing import List, Optional
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+
+
+def parse_size(text) -> int:
+    """``4096``, ``64K``, ``16M``, ``1G``, ``2GiB`` -> bytes (powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError("not a size: %r (examples: 4096, 64K, 16M, 1G)" % text)
+    return int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower()))
+
+
+def parse_bool(text) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("not a boolean: %r" % text)
+
+
+def split_list(text: str) -> List[str]:
+    """Split an environment value into URLs on spaces, or on commas followed by a scheme.
+
+    A comma inside a URL's query (``types=violation,threat``) is kept.
+    """
+    return [u for u in re.split(r"\s+|,(?=\s*[a-z][a-z0-9+.-]*://)", text.strip()) if u]
+
+
+@dataclass
+class Setting:
+    name: str
+    default: object
+    help: str
+    kind: str = "str"  # str, list, size, float, int, bool
+
+
+SETTINGS = (
+    Setting("listen", ["tcp://0.0.0.0:10514", "udp://0.0.0.0:10514"],
+            "source URL, repeatable: udp://, tcp://, tls://…?cert=&key=, webhook://, webhooks://…?cert=&key=, file:///…log", "list"),
+    Setting("to", ["file://nvsiem-records.jsonl"],
+            "sink URL, repeatable: file://PATH, stdout://, fluentd://, splunk-hec://…; ?types=violation,threat filters", "list"),
+    Setting("spool", "nvsiem-spool", "spool directory (the state to keep on a volume)"),
+    Setting("spool_quota", "1G", "most bytes the spool may hold; then TCP waits, UDP drops (counted), webhooks get 500", "size"),
+    Setting("spool_segment", "16M", "spool segment file size", "size"),
+    Setting("fsync_interval", 1.0, "seconds between spool fsyncs (0: fsync every batch)", "float"),
+    Setting("metrics", "tcp://0.0.0.0:9090", "address for /metrics and /healthz (\"off\" disables)"),
+    Setting("idle_flush", 0.5, "seconds of silence after which a stream's last held line is parsed", "float"),
+    Setting("drain_timeout", 10.0, "seconds SIGTERM waits for sinks to deliver the backlog (the rest stays spooled)", "float"),
+    Setting("retry_max", 30.0, "longest wait between retries of a failing sink, seconds", "float"),
+    Setting("udp_rcvbuf", "8M", "SO_RCVBUF asked for UDP sockets (the kernel caps it at net.core.rmem_max)", "size"),
+    Setting("max_frame", "64K", "longest frame accepted; longer ones are dead-lettered", "size"),
+    Setting("webhook_max_body", "16M", "largest webhook request body", "size"),
+    Setting("log_format", "json", "json or text"),
+    Setting("log_level", "info", "debug, info, warning or error"),
+)
+
+_CONVERT = {
+    "str": str,
+    "list": lambda v: split_list(v) if isinstance(v, str) else list(v),
+    "size": parse_size,
+    "float": float,
+    "int": int,
+    "bool": parse_bool,
+}
+
+
+@dataclass
+class Config:
+    listen: List[str]
+    to: List[str]
+    spool: str
+    spool_quota: int
+    spool_segment: int
+    fsync_interval: float
+    metrics: str
+    idle_flush: float
+    drain_timeout: float
+    retry_max: float
+    udp_rcvbuf: int
+    max_frame: int
+    webhook_max_body: int
+    log_format: str
+    log_level: str
+
+
+assert [f.name for f in fields(Config)] == [s.name for s in SETTINGS]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="config file (JSON, or TOML on Python 3.11+); env NVSIEM_CONFIG")
+    for s in SETTINGS:
+        flag = "--" + s.name.replace("_", "-")
+        env = "NVSIEM_" + s.name.upper()
+        if s.kind == "list":
+            parser.add_argument(flag, action="append", metavar="URL",
+                                help="%s (env %s; default %s)" % (s.help, env, " ".join(s.default)))
+        else:
+            parser.add_argument(flag, metavar=s.name.upper().split("_")[-1],
+                                help="%s (env %s; default %s)" % (s.help, env, s.default))
+
+
+def load_file(path: str) -> dict:
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".toml"):
+        import tomllib  # Python 3.11+
+        values = tomllib.loads(data.decode())
+    else:
+        values = json.loads(data)
+    unknown = set(values) - {s.name for s in SETTINGS}
+    if unknown:
+        raise ValueError("%s: unknown setting(s) %s" % (path, ", ".join(sorted(unknown))))
+    return values
+
+
+def resolve(args: Optional[argparse.Namespace] = None, environ=None) -> Config:
+    """The effective configuration: flags, then environment, then file, then defaults."""
+    environ = os.environ if environ is None else environ
+    path = getattr(args, "config", None) or environ.get("NVSIEM_CONFIG")
+    from_file = load_file(path) if path else {}
+    values = {}
+    for s in SETTINGS:
+        value = getattr(args, s.name, None)
+        if value is None:
+            value = environ.get("NVSIEM_" + s.name.upper())
+        if value is None:
+            value = from_file.get(s.name, s.default)
+        try:
+            values[s.name] = _CONVERT[s.kind](value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("setting %s: %s" % (s.name, exc)) from None
+    return Config(**values)
