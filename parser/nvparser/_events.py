@@ -3,7 +3,7 @@
 Every frame the parser sees becomes exactly one of these, so a caller can
 account for every byte it fed in.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 
 class Record(NamedTuple):
@@ -13,11 +13,14 @@ class Record(NamedTuple):
     types NeuVector's JSON mode gives them (``notification`` included), plus
     a ``syslog`` object when the frame had a syslog header, ``cri`` when it
     came from a CRI log file and ``webhook`` when it came from a webhook.
+    ``notes`` lists what a newer or odd sender did that the schema did not
+    expect (unknown keys, values of the wrong type): the data is kept as sent.
     """
 
     data: dict
     raw: bytes
     offset: int = 0
+    notes: Tuple[str, ...] = ()
 
 
 class DeadLetter(NamedTuple):

@@ -1,0 +1,140 @@
+"""One frame -> one event: header, then a text or JSON body, then types."""
+import codecs
+import re
+
+from ._codec import json_loads
+from ._events import DeadLetter, Record, Skipped
+from ._header import split_header
+from ._schema import FIELDS
+from ._text import parse_pairs, type_values
+
+
+def _replace_each_byte(error: UnicodeDecodeError):
+    # Go's encoding/json turns every invalid byte into U+FFFD; Python's
+    # "replace" merges a truncated sequence into one. Match Go, so text mode
+    # and JSON mode give the same string for a description cut mid-character.
+    return "\ufffd" * (error.end - error.start), error.end
+
+
+codecs.register_error("nvparser.replace", _replace_each_byte)
+
+_CRI = re.compile(r"(\d{4}-\d\d-\d\dT\S+) (stdout|stderr) ([FP]) ")
+_CONTROLLER_LOG = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+\|[A-Z]+\|")
+_FLOAT_KEYS = ("score", "score_v3")
+
+
+def decode_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "nvparser.replace")
+
+
+def parse_frame(raw: bytes, offset: int = 0):
+    """Decode one frame (no trailing LF) into a Record, DeadLetter or Skipped."""
+    try:
+        return _parse(raw, offset)
+    except Exception as exc:  # noqa: BLE001 - a stream must never raise
+        return DeadLetter(raw, "internal parser error (%s: %s); please report it with this frame" % (type(exc).__name__, exc), offset)
+
+
+def _parse(raw: bytes, offset: int):
+    line = decode_text(raw)
+    if line[-1:] == "\n":  # octet-counted frames may carry NeuVector's LF
+        line = line[:-1]
+    if line[-1:] == "\r":
+        line = line[:-1]
+    if not line.strip():
+        return Skipped(raw, "blank line", offset)
+    cri = None
+    if line[:1].isdigit():
+        m = _CRI.match(line)
+        if m:
+            cri = {"timestamp": m.group(1), "stream": m.group(2)}
+            line = _join_cri(line)
+        if _CONTROLLER_LOG.match(line):
+            return Skipped(raw, "controller log line, not a notification", offset)
+    syslog, body, reason = split_header(line)
+    if body is None:
+        return DeadLetter(raw, reason, offset)
+    if body[:1] == "\ufeff":
+        body = body[1:]
+    notes = []
+    if body[:1] == "{":
+        data = _json_body(body, notes)
+        if isinstance(data, str):
+            return DeadLetter(raw, data, offset)
+    else:
+        data = text_record(body, notes)
+        if isinstance(data, str):
+            return DeadLetter(raw, data, offset)
+    if syslog is not None:
+        data["syslog"] = syslog
+    if cri is not None:
+        data["cri"] = cri
+    return Record(data, raw, offset, tuple(notes))
+
+
+def text_record(body: str, notes: list, notification: str = ""):
+    """A key=value body -> typed dict, or a reason string when it is not one.
+
+    ``notification`` is given for webhook bodies, which lack the key.
+    """
+    if notification:
+        schema_name = notification
+    else:
+        head, _, _ = body.partition(",")
+        if head[:13] != "notification=":
+            return "text body does not start with 'notification=<type>,'"
+        schema_name = head[13:]
+    if schema_name not in FIELDS:
+        pairs = [tuple(p.partition("=")[::2]) for p in body.split(",") if "=" in p]
+        notes.append("unknown notification type %r: values kept as text" % schema_name)
+        return dict(pairs)
+    pairs, pair_notes = parse_pairs(body, schema_name)
+    notes.extend(pair_notes)
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        notes.append("repeated keys: the last value of each was kept")
+    return type_values(record, schema_name, notes)
+
+
+def _join_cri(line: str) -> str:
+    """Strip CRI prefixes; a ``P`` (partial) line continues on the next line."""
+    out = []
+    for segment in line.split("\n"):
+        m = _CRI.match(segment)
+        if m is None:
+            out.append(segment)
+            out.append("\n")
+        else:
+            out.append(segment[m.end():])
+            if m.group(3) == "F":
+                out.append("\n")
+    if out[-1] == "\n":
+        out.pop()
+    return "".join(out)
+
+
+def _json_body(body: str, notes: list):
+    try:
+        data = json_loads(body)
+    except ValueError as exc:
+        return "invalid JSON body: %s" % exc
+    if not isinstance(data, dict):
+        return "JSON body is not an object"
+    notification = data.get("notification")
+    if notification not in FIELDS:
+        if not isinstance(notification, str):
+            return "JSON body has no \"notification\" string"
+        notes.append("unknown notification type %r" % notification)
+    return coerce_floats(data)
+
+
+def coerce_floats(data: dict) -> dict:
+    """Go prints float32 10 as ``10``: keep such fields floats, as text mode does."""
+    for key in _FLOAT_KEYS:
+        value = data.get(key)
+        if type(value) is int:
+            data[key] = float(value)
+    return data

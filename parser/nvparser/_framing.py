@@ -1,0 +1,176 @@
+"""Stream bytes -> frames.
+
+NeuVector ends every frame with LF on UDP, TCP and TLS alike. A relay may
+re-frame with RFC 6587 octet counting (``LEN SP <PRI>…``), detected frame by
+frame. In text mode a value can hold a raw LF, so a frame may span several
+physical lines: a line that does not start a new record is rejoined onto the
+one before it. The framer therefore holds the last line until the next one
+shows whether it continues; ``flush`` releases it after an idle period.
+
+A frame is ``(raw, offset, reason)``: ``reason`` is None for a frame to
+decode, or why its bytes are dead letters (too long). ``raw`` is the exact
+bytes between separators, so frames plus one LF each add up to the input.
+"""
+import re
+from typing import List, Optional, Tuple
+
+Frame = Tuple[bytes, int, Optional[str]]
+
+# What a record's first line looks like, whichever header form it has.
+_RECORD_START = re.compile(
+    rb'<\d{1,3}>'                          # syslog PRI (RFC 5424 / 3164)
+    rb'|\d{4}-\d\d-\d\dT\d\d:\d\d'         # receiver-printed header, CRI, controller log
+    rb'|notification='                     # bare text body (pod log)
+    rb'|\{"'                               # bare JSON body
+    rb'|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d '  # RFC 3164 without PRI
+)
+_OCTET_COUNT = re.compile(rb"([1-9]\d{0,5}) (?=<)")
+_CRI_PREFIX = re.compile(rb"\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) ([FP]) ")
+_DIGITS = frozenset(b"123456789")
+
+
+def starts_record(line: bytes) -> bool:
+    if line[:1] == b"<":
+        return True
+    cri = _CRI_PREFIX.match(line)
+    if cri is not None:
+        # A CRI runtime prefixes every line, continuation lines too: look past it.
+        rest = line[cri.end():]
+        return not rest or _RECORD_START.match(rest) is not None
+    return _RECORD_START.match(line) is not None
+
+
+def _cri_partial(line: bytes) -> bool:
+    cri = _CRI_PREFIX.match(line)
+    return cri is not None and cri.group(1) == b"P"
+
+
+class LineFramer:
+    """Incremental LF / octet-counting framer with continuation rejoining."""
+
+    def __init__(self, max_frame: int = 65536, octet_counting: bool = True):
+        self.max_frame = max_frame
+        self.octet_counting = octet_counting
+        self._buf = b""          # bytes not yet framed
+        self._base = 0           # stream offset of _buf[0]
+        self._lines: List[bytes] = []   # the held frame, line by line
+        self._held_offset = 0
+        self._held_size = 0
+        self._blanks: List[int] = []    # offsets of blank lines after it
+        self._oversize = 0       # bytes of an overlong line/frame still to dead-letter
+        self._oversize_lf = False  # the overlong thing ends at LF (vs. a byte count)
+
+    # -- public -----------------------------------------------------------
+    def feed(self, data: bytes) -> List[Frame]:
+        out: List[Frame] = []
+        if self._buf:
+            data = self._buf + data
+        base = self._base
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._oversize_lf or self._oversize:
+                pos = self._discard(data, pos, base, out)
+                continue
+            if self.octet_counting and data[pos] in _DIGITS:
+                m = _OCTET_COUNT.match(data, pos)
+                if m:
+                    size = int(m.group(1))
+                    start = m.end()
+                    if size > self.max_frame:
+                        self._release(out)
+                        self._oversize = start + size - pos
+                        continue
+                    if start + size > n:
+                        break  # wait for the rest of the frame
+                    self._release(out)
+                    out.append((data[pos:start + size], base + pos, None))
+                    pos = start + size
+                    continue
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            self._line(data[pos:nl], base + pos, out)
+            pos = nl + 1
+        rest = data[pos:]
+        if len(rest) > self.max_frame + 16:  # room for an octet count's header
+            self._release(out)
+            out.append((rest, base + pos, "line longer than max_frame (%d bytes) without a line end" % self.max_frame))
+            pos, rest = n, b""
+            self._oversize_lf = True
+        self._buf = rest
+        self._base = base + pos
+        return out
+
+    def flush(self) -> List[Frame]:
+        """Release the held frame: no continuation line came in time."""
+        out: List[Frame] = []
+        self._release(out)
+        return out
+
+    def close(self) -> List[Frame]:
+        """End of stream: an unterminated last line is a frame of its own."""
+        out: List[Frame] = []
+        if self._buf:
+            if self._oversize_lf or self._oversize:
+                out.append((self._buf, self._base, "end of a frame longer than max_frame (%d bytes)" % self.max_frame))
+            else:
+                self._line(self._buf, self._base, out)
+        self._release(out)
+        self._base += len(self._buf)
+        self._buf = b""
+        self._oversize = 0
+        self._oversize_lf = False
+        return out
+
+    # -- internals --------------------------------------------------------
+    def _line(self, line: bytes, offset: int, out: List[Frame]) -> None:
+        if len(line) > self.max_frame:
+            self._release(out)
+            out.append((line, offset, "line longer than max_frame (%d bytes)" % self.max_frame))
+            return
+        if not line or line == b"\r":
+            if self._lines:
+                self._blanks.append(offset)  # blank, or part of a multi-line value: next line tells
+            else:
+                out.append((line, offset, None))
+            return
+        if self._lines and (not starts_record(line) or _cri_partial(self._lines[-1])):
+            for _ in self._blanks:
+                self._lines.append(b"")
+            self._blanks = []
+            self._lines.append(line)
+            self._held_size += len(line) + 1
+            if self._held_size > self.max_frame:
+                out.append((b"\n".join(self._lines), self._held_offset,
+                            "record longer than max_frame (%d bytes) across lines" % self.max_frame))
+                self._lines = []
+            return
+        self._release(out)
+        self._lines = [line]
+        self._held_offset = offset
+        self._held_size = len(line)
+
+    def _release(self, out: List[Frame]) -> None:
+        if self._lines:
+            out.append((b"\n".join(self._lines), self._held_offset, None))
+            self._lines = []
+        for offset in self._blanks:
+            out.append((b"", offset, None))
+        self._blanks = []
+
+    def _discard(self, data: bytes, pos: int, base: int, out: List[Frame]) -> int:
+        """Dead-letter the rest of an overlong frame as it streams past."""
+        if self._oversize:
+            end = min(len(data), pos + self._oversize)
+            self._oversize -= end - pos
+            after = end
+        else:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                end = after = len(data)
+            else:
+                end, after = nl, nl + 1
+                self._oversize_lf = False
+        if end > pos:
+            out.append((data[pos:end], base + pos, "rest of a frame longer than max_frame (%d bytes)" % self.max_frame))
+        return after

@@ -1,0 +1,190 @@
+"""Text (key=value) mode bodies -> typed records.
+
+NeuVector writes ``key=%v`` pairs joined by ``,`` with no quoting, so a
+comma or ``,word=`` inside a value is indistinguishable from a separator
+by syntax alone. The schema resolves it: real keys are known names that
+appear in struct order. One C-level ``re.split`` finds every candidate
+``,key=``; when all candidates are known keys in increasing schema order
+(the common case, cached per key sequence) they are the boundaries. Otherwise
+the boundaries are the longest increasing run of known keys, and the other
+candidates go back into the value they interrupted.
+"""
+import re
+from bisect import bisect_left
+from typing import Dict, List, Optional, Tuple
+
+from ._schema import FIELDS, FREE_TEXT, typed_keys
+
+_CANDIDATE = re.compile(r",([A-Za-z_][A-Za-z0-9_]*)=")
+_ITEM_START = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|NOTE|ERROR) - )")
+
+
+class _Schema:
+    """Per-notification lookup tables, built once."""
+
+    __slots__ = ("position", "ints", "bools", "floats", "lists", "maps", "verdicts")
+
+    def __init__(self, notification: str):
+        fields = FIELDS[notification]
+        self.position = {f.name: i for i, f in enumerate(fields)}
+        self.ints = typed_keys(notification, "int")
+        self.bools = typed_keys(notification, "bool")
+        self.floats = typed_keys(notification, "float")
+        self.lists = typed_keys(notification, "list")
+        self.maps = typed_keys(notification, "map")
+        # key sequence -> True when it can be taken as is (fast path)
+        self.verdicts: Dict[Tuple[str, ...], bool] = {}
+
+    def in_order(self, keys: Tuple[str, ...]) -> bool:
+        verdict = self.verdicts.get(keys)
+        if verdict is None:
+            last = -1
+            verdict = True
+            for key in keys:
+                pos = self.position.get(key, -1)
+                if pos <= last:
+                    verdict = False
+                    break
+                last = pos
+            if len(self.verdicts) > 4096:  # bounded: odd streams must not grow it
+                self.verdicts.clear()
+            self.verdicts[keys] = verdict
+        return verdict
+
+
+_SCHEMAS = {name: _Schema(name) for name in FIELDS}
+
+
+def parse_pairs(body: str, schema_name: str) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """Split ``k=v,k=v`` text (first pair included) into pairs, by schema.
+
+    Returns the pairs and the notes about keys the schema does not know.
+    """
+    parts = _CANDIDATE.split(body)
+    first_key, sep, first_value = parts[0].partition("=")
+    keys = tuple(parts[1::2])
+    schema = _SCHEMAS[schema_name]
+    if sep and schema.in_order(keys):
+        pairs = [(first_key, first_value)]
+        pairs.extend(zip(keys, parts[2::2]))
+        return pairs, []
+    return _resolve(parts, schema, first_key, first_value, sep)
+
+
+def _resolve(parts, schema: _Schema, first_key: str, first_value: str, sep: str):
+    """Slow path: pick the real boundaries among the candidates."""
+    keys = parts[1::2]
+    values = parts[2::2]
+    notes: List[str] = []
+    accepted = _longest_increasing(keys, schema.position)
+    pairs: List[List[str]] = []
+    if sep:
+        pairs.append([first_key, first_value])
+    else:
+        # No key at the start: keep the text under a key that says so.
+        pairs.append(["_unkeyed", parts[0]])
+        notes.append("text before the first key")
+    for i, (key, value) in enumerate(zip(keys, values)):
+        current = pairs[-1][0]
+        if i in accepted:
+            pairs.append([key, value])
+        elif key not in schema.position and current not in FREE_TEXT and key not in (p[0] for p in pairs):
+            # A key from a newer NeuVector: kept, and reported.
+            pairs.append([key, value])
+            notes.append("unknown key %r" % key)
+        else:
+            pairs[-1][1] += "," + key + "=" + value
+    return [(k, v) for k, v in pairs], notes
+
+
+def _longest_increasing(keys, position) -> set:
+    """Indexes of the longest run of known keys in strictly increasing schema order.
+
+    Among equally long runs the later occurrence of a key wins: a fake key
+    sits inside an earlier field's value, before the real one.
+    """
+    tails: List[int] = []  # schema positions
+    tail_index: List[int] = []  # index into keys of each tail
+    previous: List[Optional[int]] = [None] * len(keys)
+    for i, key in enumerate(keys):
+        pos = position.get(key)
+        if pos is None:
+            continue
+        j = bisect_left(tails, pos)
+        if j == len(tails):
+            tails.append(pos)
+            tail_index.append(i)
+        else:
+            tails[j] = pos
+            tail_index[j] = i
+        previous[i] = tail_index[j - 1] if j else None
+    chosen = set()
+    i = tail_index[-1] if tail_index else None
+    while i is not None:
+        chosen.add(i)
+        i = previous[i]
+    return chosen
+
+
+def type_values(record: dict, schema_name: str, notes: List[str]) -> dict:
+    """Convert text values to the JSON types NeuVector's JSON mode gives them."""
+    schema = _SCHEMAS[schema_name]
+    for key in schema.ints:
+        value = record.get(key)
+        if value is not None:
+            try:
+                record[key] = int(value)
+            except ValueError:
+                notes.append("%s is not an integer: %r" % (key, value))
+    for key in schema.bools:
+        value = record.get(key)
+        if value is not None:
+            if value == "true":
+                record[key] = True
+            elif value == "false":
+                record[key] = False
+            else:
+                notes.append("%s is not a boolean: %r" % (key, value))
+    for key in schema.floats:
+        value = record.get(key)
+        if value is not None:
+            try:
+                record[key] = float(value)
+            except ValueError:
+                notes.append("%s is not a number: %r" % (key, value))
+    for key in schema.lists:
+        value = record.get(key)
+        if value is not None:
+            if value[:1] == "[" and value[-1:] == "]":
+                record[key] = split_list(key, value[1:-1])
+            else:
+                notes.append("%s is not a [list]: %r" % (key, value))
+    for key in schema.maps:
+        value = record.get(key)
+        if value is not None:
+            if value[:4] == "map[" and value[-1:] == "]":
+                record[key] = split_map(value[4:-1])
+            else:
+                notes.append("%s is not a map[...]: %r" % (key, value))
+    return record
+
+
+def split_list(key: str, inner: str) -> List[str]:
+    """``a b c`` -> elements. Go prints ``[""]`` as ``[]``, so ``""`` -> ``[""]``.
+
+    Compliance ``items`` hold spaces; each starts ``<id> <LEVEL> - ``.
+    """
+    if key == "items":
+        return _ITEM_START.split(inner)
+    return inner.split(" ")
+
+
+def split_map(inner: str) -> Optional[Dict[str, str]]:
+    """``k:v k2:v2`` -> dict; Go prints a nil map as ``map[]`` (JSON null)."""
+    if not inner:
+        return None
+    out = {}
+    for pair in inner.split(" "):
+        key, _, value = pair.partition(":")
+        out[key] = value
+    return out

@@ -1,0 +1,114 @@
+"""NeuVector webhook bodies -> the same records syslog gives.
+
+NeuVector posts four formats (its webhook ``type``): key-value text, JSON,
+Slack and Teams. None carries ``notification``; it is told from the keys.
+The JSON format splices ``cluster`` and ``comment`` in unescaped, so they
+are read as raw text and the rest is parsed as the JSON it is.
+"""
+import json
+import re
+from typing import Optional
+
+from ._decode import coerce_floats, decode_text, text_record
+from ._events import DeadLetter, Record
+from ._schema import ACTIVITY_NAMES, notification_of
+from ._text import _CANDIDATE
+
+_KV_PREFIX = re.compile(r"level=([A-Z]+),cluster=(.*?)(?:,comment=(.*?))?,(?=(?:name|level)=)", re.S)
+_JSON_PREFIX = re.compile(r'\{(?:"level":"([A-Z]+)",)?"cluster":"(.*?)",(?:"comment":"(.*?)",)?(?="(?:name|level)":)', re.S)
+_CHAT_LEVEL = re.compile(r"\w+: ([A-Z]+) level(?:, Comment: (.*?))?(?:\*|\n|$)", re.S)
+
+
+def parse_webhook(body: bytes, content_type: Optional[str] = None, offset: int = 0):
+    """Decode one webhook request body into a Record or a DeadLetter.
+
+    The format is told from the body itself: NeuVector before 5.3.3 sent
+    ``application/json`` for key-value bodies too, so ``content_type`` is
+    only a hint kept in the record.
+    """
+    try:
+        return _parse(body, offset)
+    except Exception as exc:  # noqa: BLE001 - a receiver must never raise
+        return DeadLetter(body, "internal parser error (%s: %s); please report it with this body" % (type(exc).__name__, exc), offset)
+
+
+def _parse(body: bytes, offset: int):
+    text = decode_text(body).strip()
+    if not text:
+        return DeadLetter(body, "empty webhook body", offset)
+    notes = []
+    if text[:1] == "{":
+        m = _JSON_PREFIX.match(text)
+        if m:
+            meta = {"format": "json", "cluster": m.group(2), "comment": m.group(3), "level": m.group(1)}
+            result = _json_record("{" + text[m.end():], notes)
+        else:
+            result, meta = _chat(text, notes)
+    else:
+        m = _KV_PREFIX.match(text)
+        if m is None:
+            return DeadLetter(body, "not a NeuVector webhook: key-value body must start 'level=<LEVEL>,cluster=<name>,'", offset)
+        meta = {"format": "kv", "cluster": m.group(2), "comment": m.group(3), "level": m.group(1)}
+        result = _kv_record(text[m.end():], notes)
+    if isinstance(result, str):
+        return DeadLetter(body, result, offset)
+    result["webhook"] = {k: v for k, v in meta.items() if v is not None}
+    return Record(result, body, offset, tuple(notes))
+
+
+def _kv_record(kv: str, notes: list):
+    keys = _CANDIDATE.findall("," + kv)
+    notification = notification_of(keys)
+    if not notification:
+        return "cannot tell the notification type from the webhook's keys"
+    record = text_record(kv, notes, notification)
+    if isinstance(record, str):
+        return record
+    return _with_notification(notification, record)
+
+
+def _json_record(text: str, notes: list):
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        return "invalid JSON webhook body: %s" % exc
+    if not isinstance(record, dict):
+        return "JSON webhook body is not an object"
+    notification = notification_of(record)
+    if not notification:
+        return "cannot tell the notification type from the webhook's keys"
+    return _with_notification(notification, coerce_floats(record))
+
+
+def _chat(text: str, notes: list):
+    """Slack (``text``+``username``) and Teams (``text``+``title``) bodies embed the key-value text."""
+    try:
+        outer = json.loads(text)
+    except ValueError as exc:
+        return "invalid JSON webhook body: %s" % exc, {}
+    if not isinstance(outer, dict) or not isinstance(outer.get("text"), str):
+        return "JSON webhook body is neither NeuVector's JSON, Slack nor Teams format", {}
+    message = outer["text"]
+    if "username" in outer:
+        fmt, marker, heading = "slack", "\n>>> ", message.strip("*")
+        cluster = str(outer["username"]).partition("NeuVector - ")[2] or None
+    else:
+        fmt, marker, heading = "teams", "\n> ", str(outer.get("title", ""))
+        cluster = None
+    kv = message.partition(marker)[2]
+    if not kv.startswith("notification="):
+        return "%s webhook without the 'notification=' text NeuVector appends" % fmt, {}
+    level = _CHAT_LEVEL.match(heading)
+    meta = {"format": fmt, "cluster": cluster,
+            "comment": level.group(2) if level else None,
+            "level": level.group(1) if level else None}
+    record = text_record(kv, notes)
+    return record, meta
+
+
+def _with_notification(notification: str, record: dict) -> dict:
+    if notification == "event" and record.get("name") in ACTIVITY_NAMES:
+        notification = "activity"
+    data = {"notification": notification}
+    data.update(record)
+    return data
