@@ -157,10 +157,10 @@ class HexDumpDecoder:
         if isinstance(parsed, str):
             self._end_chunk(events)
             events.append(HexDumpError(self._line_no, parsed, line))
-            if line[:1] in (b"<", b">"):
-                # Its bytes are reported lost here; don't report them again
-                # as a gap at the next line of that direction.
-                self._expected[line[:1].decode()] = None
+            # Its bytes are reported lost here: don't report them again as a
+            # gap at the next line of its direction (of both, if unreadable).
+            for direction in (line[:1].decode("latin-1"),) if line[:1] in (b"<", b">") else "<>":
+                self._expected[direction] = None
             return
         direction, offset, data = parsed
         expected = self._expected[direction]
@@ -259,17 +259,22 @@ def split_records(data: bytes) -> List[bytes]:
     together.  A record starts at ``<PRI>1 `` + timestamp, ``<PRI>`` +
     timestamp, ``TIMESTAMP HOST APP PID MSGID - `` (a header rewritten
     without PRI), ``{"notification": "<type>"`` or ``notification=<type>,``;
-    a body start right after ``" - "`` (the end of a syslog header) belongs
-    to that header.  It splits wrongly if a value (a text-mode ``rest_body``,
-    say) holds such a start; JSON mode cannot, as it escapes quotes inside
-    strings.  Bytes before the first start stay a piece of their own.
+    the first body start on a header's own line belongs to that header.  It
+    splits wrongly if a value (a text-mode ``rest_body``, say) holds such a
+    start; JSON mode cannot, as it escapes quotes inside strings.  Bytes
+    before the first start stay a piece of their own.
     """
     pieces, previous = [], 0
+    header_awaits_body = False  # the current piece began with a header, no body yet
     for match in _RECORD_START.finditer(data):
         position = match.start()
-        if position == previous or (data[position] in b"{n" and data[position - 3:position] == b" - "):
+        is_body = data[position] in b"{n"
+        if is_body and header_awaits_body and b"\n" not in data[previous:position]:
+            header_awaits_body = False
             continue
-        pieces.append(data[previous:position])
-        previous = position
+        header_awaits_body = not is_body
+        if position != previous:
+            pieces.append(data[previous:position])
+            previous = position
     pieces.append(data[previous:])
     return pieces if data else []

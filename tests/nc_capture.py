@@ -1,0 +1,114 @@
+"""Real netcat-traditional captures on 127.0.0.1 for the tests.
+
+Each send waits until nc has logged it (the dump grew by the expected size),
+so every send is one read() of nc's, whatever the machine's speed.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+NC = shutil.which("nc.traditional")
+needs_nc = pytest.mark.skipif(
+    NC is None, reason="nc.traditional not installed (Debian/Ubuntu: apt-get install netcat-traditional)")
+
+WAIT = 15.0  # seconds: a bound on waiting, never an expectation of speed
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dump_size(data: bytes) -> int:
+    """Bytes nc writes to its dump for one read of ``data`` (62 + n per line)."""
+    full, rest = divmod(len(data), 16)
+    return full * 78 + (62 + rest if rest else 0)
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.005)
+
+
+def file_size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def listening(port: int, udp: bool) -> bool:
+    """Whether something is bound to 127.0.0.1:port (TCP: in LISTEN state)."""
+    table = "/proc/net/udp" if udp else "/proc/net/tcp"
+    wanted = "0100007F:%04X" % port
+    with open(table) as rows:
+        for row in rows.readlines()[1:]:
+            fields = row.split()
+            if fields[1] == wanted and (udp or fields[3] == "0A"):
+                return True
+    return False
+
+
+class Listener:
+    """Run a listener (``argv`` with PORT in it), send to it, stop it."""
+
+    def __init__(self, argv, dump_path, udp=False, stdin=None, stdout_path=None):
+        self.port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+        self.udp = udp
+        self.dump_path = dump_path
+        self.expected_size = 0
+        argv = [str(self.port) if a == "PORT" else a for a in argv]
+        self.stdout = open(stdout_path or os.devnull, "wb")
+        self.process = subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                        stdout=self.stdout, stderr=subprocess.PIPE)
+        wait_until(lambda: listening(self.port, udp) or self.process.poll() is not None, "the listener")
+        if self.process.poll() is not None:
+            raise AssertionError("listener exited: %r" % self.process.stderr.read())
+        if udp:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock.connect(("127.0.0.1", self.port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def logged(self, size: int) -> None:
+        """Wait until the dump holds ``size`` more bytes of lines."""
+        self.expected_size += size
+        wait_until(lambda: file_size(self.dump_path) >= self.expected_size, "the dump to grow")
+
+    def send(self, data: bytes, logged_as: int = None) -> None:
+        """Send one read's worth and wait until the listener logged it."""
+        if self.udp:
+            self.sock.send(data)
+        else:
+            self.sock.sendall(data)
+        self.logged(dump_size(data) if logged_as is None else logged_as)
+
+    def stop(self) -> bytes:
+        """Close our end (TCP: the listener then exits) and give the dump."""
+        self.sock.close()
+        if self.udp:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=WAIT)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.process.stderr.close()
+            self.stdout.close()
+        with open(self.dump_path, "rb") as dump:
+            return dump.read()
+
+
+def nc_listener(dump_path, udp=False, **kwargs) -> Listener:
+    argv = [NC, "-l", "-s", "127.0.0.1", "-p", "PORT", "-o", str(dump_path)]
+    return Listener(argv[:1] + (["-u"] if udp else []) + argv[1:], dump_path, udp=udp, **kwargs)
