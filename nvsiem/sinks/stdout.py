@@ -16,3 +16,6 @@ class StdoutSink(Sink):
             out.flush()
         except (OSError, ValueError) as exc:
             raise SinkError("cannot write to stdout: %s" % exc) from exc
+
+    def describe(self) -> str:
+        return "stdout://"

@@ -1,0 +1,223 @@
+"""The wiring of ``nvsiem listen``: sources -> spool -> one worker per sink.
+
+Reception never waits for a sink. A source parses what it received and
+hands the events to ``Collector.accept``: records are serialised and
+appended to the spool in one write (the acceptance point), dead letters go
+to ``dead-letters.jsonl`` in the spool directory with their raw bytes and
+reason, skipped lines are only counted. Each sink has a ``SinkWorker``
+thread that reads the spool at the sink's pace and moves its cursor only
+past batches the sink confirmed.
+
+Duplicates: a sink receives a record twice only when a batch was sent but
+its confirmation or cursor update was lost: after a crash of the collector
+(at most the one batch in flight per sink, ``max_batch`` records) or when
+the destination stored part of a batch it then failed (that batch is
+retried whole).
+"""
+import logging
+import threading
+import time
+from collections import Counter as Tally
+from typing import Iterable, List, Optional
+
+from nvparser import DeadLetter, Record, json_dumps
+
+from .config import Config
+from .metrics import Metrics
+from .output import dead_letter_json
+from .sinks import open_sink, sink_id, split_collector_options
+from .sinks.base import Sink, SinkError
+from .sinks.file import RotatingFile
+from .spool import DEAD_LETTERS, Spool, notification_of
+
+log = logging.getLogger("nvsiem.collector")
+
+
+def record_line(data: dict) -> bytes:
+    """A record as spooled: compact JSON with ``notification`` first (see ``spool.notification_of``)."""
+    if next(iter(data), None) != "notification" and "notification" in data:
+        data = {"notification": data["notification"], **data}
+    return json_dumps(data)
+
+
+class Collector:
+    """Owns the spool, the dead-letter file, the sink workers and the sources."""
+
+    def __init__(self, config: Config, metrics: Optional[Metrics] = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.spool = Spool(config.spool, quota_bytes=config.spool_quota, segment_bytes=config.spool_segment,
+                           fsync_interval=config.fsync_interval)
+        self._dead = RotatingFile(self.spool.directory + "/" + DEAD_LETTERS, max_bytes=config.spool_segment * 4)
+        self._dead_lock = threading.Lock()
+        self._drop_logged = {}
+        self.workers: List[SinkWorker] = []
+        self.sources: list = []
+
+    # -- acceptance --------------------------------------------------------
+
+    def accept(self, events: Iterable, source: str, timeout: Optional[float] = None, final: bool = True) -> bool:
+        """Spool ``events`` from ``source``; wait up to ``timeout`` for room (None: as long as it takes).
+
+        False: refused (spool full or failing) and nothing of it kept. A
+        refusal counts as dropped input unless ``final`` is False (the
+        caller will offer the same events again).
+        """
+        events = list(events)
+        lines, dead, kinds, skipped = [], [], Tally(), 0
+        for event in events:
+            if type(event) is Record:
+                data = event.data
+                lines.append(record_line(data))
+                kinds[data.get("notification")] += 1
+            elif type(event) is DeadLetter:
+                dead.append(dead_letter_json(event, source))
+            else:
+                skipped += 1
+        m = self.metrics
+        if lines:
+            try:
+                appended = self.spool.append(lines, timeout)
+                reason = "spool_full"
+            except OSError as exc:
+                log.error("spool append failed: %s", exc)
+                appended, reason = False, "spool_error"
+            if not appended:
+                if final:
+                    self.refused(source, len(events), reason)
+                return False
+        m.received_frames.labels(source).inc(len(events))
+        for kind, n in kinds.items():
+            m.parsed.labels(source, kind or "unknown").inc(n)
+        if dead:
+            with self._dead_lock:
+                self._dead.write_lines(dead)
+            m.dead_letters.labels(source).inc(len(dead))
+        if skipped:
+            m.skipped.labels(source).inc(skipped)
+        return True
+
+    def refused(self, source: str, count: int, reason: str) -> None:
+        self.metrics.dropped.labels(source, reason).inc(count)
+        now = time.monotonic()
+        if now - self._drop_logged.get((source, reason), -60.0) >= 60.0:  # once a minute per cause
+            self._drop_logged[(source, reason)] = now
+            log.error("refusing input from %s: %s (%d frames this time; counted in nvsiem_dropped_frames_total)",
+                      source, reason.replace("_", " "), count)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open_sinks(self, urls: Iterable[str]) -> None:
+        wanted = {}
+        for url in urls:
+            clean, types = split_collector_options(url)
+            sink = open_sink(url)
+            name = sink_id(url)
+            reader = self.spool.reader(name, types, sink.describe())
+            wanted[name] = SinkWorker(sink, reader, self.metrics, self.config.retry_max)
+        for name in self.spool.cursor_names():
+            if name not in wanted:
+                lost = self.spool.forget_cursor(name)
+                log.warning("sink %s is no longer configured: its cursor is removed (%d bytes it had not confirmed)",
+                            name, lost)
+        self.workers = list(wanted.values())
+        for worker in self.workers:
+            worker.start()
+
+    def start_sources(self, sources: list) -> None:
+        self.sources = sources
+        for source in sources:
+            source.start()
+
+    def health(self):
+        sources = {s.label: s.up for s in self.sources}
+        sinks = {w.label: {"up": w.last_error is None, "error": w.last_error, "backlog_bytes": w.reader.backlog_bytes}
+                 for w in self.workers}
+        spool = {"bytes": self.spool.used_bytes, "quota": self.spool.quota_bytes,
+                 "full": self.spool.full, "error": self.spool.error}
+        ok = all(sources.values()) and not spool["full"] and not spool["error"]
+        return ok, {"status": "ok" if ok else "unavailable", "sources": sources, "spool": spool, "sinks": sinks}
+
+    def stop(self) -> None:
+        """Stop receiving, make the spool durable, let sinks drain until ``drain_timeout``."""
+        deadline = time.monotonic() + self.config.drain_timeout
+        for source in self.sources:
+            source.stop()
+        self.spool.sync()
+        for worker in self.workers:
+            worker.drain(deadline)
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()) + 5.0)
+        left = {w.label: w.reader.backlog_bytes for w in self.workers if w.reader.backlog_bytes}
+        if left:
+            log.warning("stopped with undelivered records kept in the spool (delivered on next start): %s", left)
+        for worker in self.workers:
+            worker.close()
+        self._dead.close()
+        self.spool.close()
+
+
+class SinkWorker(threading.Thread):
+    """Delivers one sink's share of the spool, in order, retrying with backoff."""
+
+    def __init__(self, sink: Sink, reader, metrics: Metrics, retry_max: float) -> None:
+        super().__init__(name="sink-" + reader.name, daemon=True)
+        self.sink = sink
+        self.reader = reader
+        self.label = sink.describe()
+        self.metrics = metrics
+        self.retry_max = retry_max
+        self.last_error: Optional[str] = None
+        self._wake = threading.Event()
+        self._draining = False
+        self._deadline = float("inf")
+
+    def drain(self, deadline: float) -> None:
+        """Deliver what is spooled, then stop; give up at ``deadline``."""
+        self._deadline = deadline
+        self._draining = True
+        self._wake.set()
+
+    def run(self) -> None:
+        delay = 0.0
+        while time.monotonic() < self._deadline:
+            batch = self.reader.read(self.sink.max_batch, timeout=0.0 if self._draining else 0.5)
+            if not batch:
+                if self.reader.has_pending:  # all filtered out
+                    self.reader.commit()
+                elif self._draining:
+                    return
+                continue
+            try:
+                self.sink.send(batch)
+            except Exception as exc:  # a sink bug must not stop delivery for good either
+                delay = self._failed(exc, delay)
+                self._wake.wait(min(delay, max(0.0, self._deadline - time.monotonic())))
+                self._wake.clear()  # drain() wakes a waiting worker once
+                continue
+            self.reader.commit()
+            delay = 0.0
+            if self.last_error is not None:
+                log.info("sink %s recovered", self.label)
+                self.last_error = None
+            for kind, n in Tally(map(notification_of, batch)).items():
+                self.metrics.delivered.labels(self.label, kind or "unknown").inc(n)
+
+    def _failed(self, exc: Exception, delay: float) -> float:
+        permanent = isinstance(exc, SinkError) and exc.permanent
+        kind = "permanent" if permanent else ("transient" if isinstance(exc, SinkError) else "bug")
+        self.metrics.sink_errors.labels(self.label, kind).inc()
+        message = "%s: %s" % (type(exc).__name__, exc)
+        if message != self.last_error:
+            log.error("sink %s failed (%s; backlog stays spooled, retrying): %s", self.label, kind, message,
+                      exc_info=kind == "bug")
+        self.last_error = message
+        # Permanent errors need a person to fix the configuration: retry slowly, keep everything.
+        return self.retry_max if permanent else min(self.retry_max, max(0.2, delay * 2))
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        except Exception as exc:
+            log.warning("closing sink %s: %s", self.label, exc)
+        self.reader.close()

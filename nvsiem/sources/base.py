@@ -1,0 +1,94 @@
+"""What every source of ``nvsiem listen`` shares."""
+import logging
+import ssl
+import threading
+from typing import Dict
+from urllib.parse import parse_qs, urlsplit
+
+from nvparser import Parser
+
+log = logging.getLogger("nvsiem.sources")
+
+
+class Source:
+    """One ``--listen`` URL: bound in ``start``, drained and closed in ``stop``.
+
+    Subclasses receive bytes, parse them with a ``Parser`` of their own and
+    hand the events to ``collector.accept`` with their ``label``.
+    """
+
+    #: Query options the source understands (anything else is a usage error).
+    options = ()
+
+    def __init__(self, url: str, collector) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        self.label = "%s://%s%s" % (parts.scheme, parts.netloc, parts.path)  # options (cert paths) left out
+        self.collector = collector
+        self.config = collector.config
+        self.query: Dict[str, str] = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        unknown = set(self.query) - set(self.options)
+        if unknown:
+            raise ValueError("%s: unknown option(s) %s (known: %s)" % (
+                self.label, ", ".join(sorted(unknown)), ", ".join(self.options) or "none"))
+        self.up = False
+        self._stopping = threading.Event()
+        self._threads = []
+
+    def address(self):
+        """(host, port) to bind."""
+        parts = urlsplit(self.url)
+        if parts.port is None:
+            raise ValueError("%s: give a port, e.g. %s://0.0.0.0:10514" % (self.label, parts.scheme))
+        return parts.hostname or "0.0.0.0", parts.port
+
+    def parser(self) -> Parser:
+        return Parser(max_frame=self.config.max_frame)
+
+    def received(self, nbytes: int) -> None:
+        self.collector.metrics.received_bytes.labels(self.label).inc(nbytes)
+
+    def spool(self, events) -> None:
+        """Spool events from a stream, waiting while the spool is full.
+
+        Not reading while the spool is full is the back-pressure: the
+        sender's writes block (TCP) or the file stays unread (tail).
+        """
+        if not events:
+            return
+        while not self.collector.accept(events, self.label, timeout=1.0, final=self._stopping.is_set()):
+            if self._stopping.is_set():
+                return
+
+    def spawn(self, target, name: str, *args) -> threading.Thread:
+        thread = threading.Thread(target=self._guard, args=(target, name) + args, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def _guard(self, target, name, *args) -> None:
+        try:
+            target(*args)
+        except Exception:
+            log.exception("%s: %s stopped by an unexpected error", self.label, name)
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop receiving, parse and spool what is pending, join the threads."""
+        self._stopping.set()
+        self.up = False
+        for thread in list(self._threads):
+            thread.join(10.0)
+
+
+def server_tls_context(source: Source) -> ssl.SSLContext:
+    """A server context from the source's ``cert=`` and ``key=`` files (PEM)."""
+    cert, key = source.query.get("cert"), source.query.get("key")
+    if not cert:
+        raise ValueError("%s needs ?cert=FILE (PEM, chain included) and ?key=FILE" % source.label)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key or None)
+    return context

@@ -1,0 +1,123 @@
+"""``file:///var/log/containers/neuvector-controller-…log``: follow a pod log.
+
+For NeuVector's "write notifications to controller pod logs" option: the
+file is read as a stream (CRI prefixes and the controller's own log lines
+are handled by the parser; those lines count as skipped). Rotation is
+followed: when the path names a new file (kubelet renames and recreates)
+the old one is read to its end first; when the file shrinks (copytruncate)
+reading restarts at 0.
+
+The read position is kept in ``tail-<id>.json`` in the spool directory,
+written whenever the parser holds nothing back (the file has been quiet
+for ``idle_flush`` seconds, or on rotation and stop). A restart resumes
+there, even if the file was rotated meanwhile (the old file is found in its
+directory by inode). After a crash, the lines read since the last quiet
+moment are read again: duplicates, never gaps.
+"""
+import hashlib
+import os
+import time
+
+from nvparser import json_dumps, json_loads
+
+from ..sinks.file import path_of
+from .base import Source, log
+
+_READ = 1 << 20
+
+
+class TailSource(Source):
+    def __init__(self, url: str, collector) -> None:
+        super().__init__(url, collector)
+        self.path = path_of(url)
+        key = hashlib.sha256(os.path.abspath(self.path).encode()).hexdigest()[:12]
+        self.state_path = os.path.join(collector.spool.directory, "tail-%s.json" % key)
+
+    def start(self) -> None:
+        self.up = True
+        self.spawn(self._follow, "tail-" + os.path.basename(self.path))
+
+    def _open_resumed(self):
+        """(file, inode, position) to start from, per the saved state."""
+        try:
+            with open(self.state_path, "rb") as f:
+                state = json_loads(f.read())
+        except FileNotFoundError:
+            state = {"inode": None, "offset": 0}
+        candidates = [self.path] + [os.path.join(os.path.dirname(self.path) or ".", n)
+                                    for n in sorted(os.listdir(os.path.dirname(self.path) or "."))]
+        for candidate in candidates:
+            try:
+                if os.stat(candidate).st_ino == state["inode"]:
+                    f = open(candidate, "rb")
+                    f.seek(state["offset"])
+                    if candidate != self.path:
+                        log.info("%s: resuming in rotated file %s", self.label, candidate)
+                    return f, state["inode"], state["offset"]
+            except OSError:
+                continue
+        f = open(self.path, "rb")  # FileNotFoundError: the caller waits for it
+        return f, os.fstat(f.fileno()).st_ino, 0
+
+    def _save(self, inode: int, offset: int) -> None:
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(json_dumps({"path": self.path, "inode": inode, "offset": offset}))
+        os.replace(tmp, self.state_path)
+
+    def _follow(self) -> None:
+        f = None
+        warned = False
+        while f is None and not self._stopping.is_set():
+            try:
+                f, inode, pos = self._open_resumed()
+            except FileNotFoundError:
+                if not warned:
+                    log.warning("%s: %s does not exist yet; waiting for it", self.label, self.path)
+                    warned = True
+                self._stopping.wait(0.5)
+        if f is None:
+            return
+        parser, held, quiet_since = self.parser(), False, time.monotonic()
+        try:
+            while True:
+                data = f.read(_READ)
+                if data:
+                    self.received(len(data))
+                    self.spool(parser.feed(data))
+                    pos += len(data)
+                    held, quiet_since = True, time.monotonic()
+                    continue
+                if self._stopping.is_set():
+                    break
+                if held and time.monotonic() - quiet_since >= self.config.idle_flush:
+                    self.spool(parser.flush())
+                    held = False
+                    self._save(inode, pos)
+                try:
+                    st = os.stat(self.path)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and st.st_ino != inode:
+                    data = f.read()  # what was written before the rename
+                    self.received(len(data))
+                    self.spool(parser.feed(data) + parser.close())
+                    f.close()
+                    f = open(self.path, "rb")
+                    inode, pos, held = os.fstat(f.fileno()).st_ino, 0, False
+                    parser = self.parser()
+                    self._save(inode, pos)
+                    log.info("%s: following the new %s (rotated)", self.label, self.path)
+                elif st is not None and st.st_size < pos:
+                    self.spool(parser.close())
+                    parser, held = self.parser(), False
+                    f.seek(0)
+                    pos = 0
+                    self._save(inode, pos)
+                    log.info("%s: %s was truncated; reading it from the start", self.label, self.path)
+                else:
+                    self._stopping.wait(0.2)
+        finally:
+            self.spool(parser.close())
+            self._save(inode, pos)
+            f.close()

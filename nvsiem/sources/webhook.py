@@ -1,0 +1,94 @@
+"""``webhook://HOST:PORT`` (HTTP) and ``webhooks://HOST:PORT?cert=&key=`` (HTTPS).
+
+NeuVector POSTs one event per request (JSON or key-value body, §7 of the
+wire-format notes) and counts only a 200 as delivered; it retries a 500 up
+to three times and gives up on anything else. So:
+
+* 200 once the record is in the spool, or once an undecodable body is in
+  the dead-letter file (retrying would not make it decodable);
+* 500 when the spool cannot take it (quota reached for 5 s, write error),
+  so NeuVector retries;
+* 413 for a body over ``webhook_max_body``, 405 for anything but POST.
+
+``webhook://…?cert=&key=`` is the same as ``webhooks://``. Any path is
+accepted, so the URL configured in NeuVector can carry a name
+(``http://collector:8080/neuvector``).
+"""
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from nvparser import parse_webhook
+
+from .base import Source, log, server_tls_context
+
+
+class WebhookSource(Source):
+    options = ("cert", "key")
+
+    def __init__(self, url: str, collector) -> None:
+        super().__init__(url, collector)
+        https = url.startswith("webhooks:") or "cert" in self.query
+        self.context = server_tls_context(self) if https else None
+
+    def start(self) -> None:
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: NeuVector's Go client reuses connections
+            timeout = 30  # seconds for a TLS handshake or a request to arrive
+
+            def do_POST(self):
+                try:
+                    length = int(self.headers.get("Content-Length", ""))
+                except ValueError:
+                    return self._reply(411, b"Content-Length required\n")
+                if length > source.config.webhook_max_body:
+                    self.close_connection = True
+                    return self._reply(413, b"body too large\n")
+                body = self.rfile.read(length)
+                source.received(len(body))
+                event = parse_webhook(body, self.headers.get("Content-Type"))
+                if source.collector.accept([event], source.label, timeout=5.0):
+                    self._reply(200, b"ok\n")
+                else:
+                    self._reply(500, b"spool unavailable, retry\n")
+
+            def do_GET(self):
+                self._reply(405, b"POST NeuVector webhooks here\n")
+
+            def _reply(self, status, body):
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):
+                log.debug("%s: %s %s", source.label, self.address_string(), fmt % args)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+            allow_reuse_address = True
+            address_family = socket.AF_INET6 if ":" in self.address()[0] else socket.AF_INET
+
+            def get_request(server):
+                conn, addr = server.socket.accept()
+                if source.context is not None:
+                    # Handshake in the request thread (do_handshake_on_connect=False): a slow client blocks no one.
+                    conn = source.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                return conn, addr
+
+        self.server = Server(self.address(), Handler)
+        self.port = self.server.server_address[1]
+        self.up = True
+        self._serving = threading.Thread(target=self.server.serve_forever, args=(0.2,), name="webhook-%d" % self.port,
+                                         daemon=True)
+        self._serving.start()
+
+    def stop(self) -> None:
+        self.up = False
+        self.server.shutdown()  # no new requests; the ones in progress finish their spool append
+        self.server.server_close()
+        self._serving.join(5.0)
