@@ -93,10 +93,7 @@ def text_record(body: str, notes: list, notification: str = ""):
         return dict(pairs)
     pairs, pair_notes = parse_pairs(body, schema_name)
     notes.extend(pair_notes)
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        notes.append("repeated keys: the last value of each was kept")
-    return type_values(record, schema_name, notes)
+    return type_values(dict(pairs), schema_name, notes)
 
 
 def _join_cri(line: str) -> str:

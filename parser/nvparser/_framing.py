@@ -56,7 +56,7 @@ class LineFramer:
         self._lines: List[bytes] = []   # the held frame, line by line
         self._held_offset = 0
         self._held_size = 0
-        self._blanks: List[int] = []    # offsets of blank lines after it
+        self._blanks: List[Tuple[bytes, int]] = []  # blank lines after it
         self._oversize = 0       # bytes of an overlong line/frame still to dead-letter
         self._oversize_lf = False  # the overlong thing ends at LF (vs. a byte count)
 
@@ -130,13 +130,13 @@ class LineFramer:
             return
         if not line or line == b"\r":
             if self._lines:
-                self._blanks.append(offset)  # blank, or part of a multi-line value: next line tells
+                self._blanks.append((line, offset))  # blank, or part of a multi-line value: next line tells
             else:
                 out.append((line, offset, None))
             return
         if self._lines and (not starts_record(line) or _cri_partial(self._lines[-1])):
-            for _ in self._blanks:
-                self._lines.append(b"")
+            for blank, _ in self._blanks:
+                self._lines.append(blank)
             self._blanks = []
             self._lines.append(line)
             self._held_size += len(line) + 1
@@ -154,8 +154,8 @@ class LineFramer:
         if self._lines:
             out.append((b"\n".join(self._lines), self._held_offset, None))
             self._lines = []
-        for offset in self._blanks:
-            out.append((b"", offset, None))
+        for blank, offset in self._blanks:
+            out.append((blank, offset, None))
         self._blanks = []
 
     def _discard(self, data: bytes, pos: int, base: int, out: List[Frame]) -> int:

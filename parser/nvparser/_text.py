@@ -72,29 +72,33 @@ def parse_pairs(body: str, schema_name: str) -> Tuple[List[Tuple[str, str]], Lis
 
 
 def _resolve(parts, schema: _Schema, first_key: str, first_value: str, sep: str):
-    """Slow path: pick the real boundaries among the candidates."""
+    """Slow path: pick the real boundaries among the candidates.
+
+    Linear apart from the O(k log k) run search: values are built from
+    pieces and joined once, so a frame full of ``,x=`` stays cheap.
+    """
     keys = parts[1::2]
     values = parts[2::2]
     notes: List[str] = []
     accepted = _longest_increasing(keys, schema.position)
-    pairs: List[List[str]] = []
     if sep:
-        pairs.append([first_key, first_value])
+        pairs = [(first_key, [first_value])]
     else:
         # No key at the start: keep the text under a key that says so.
-        pairs.append(["_unkeyed", parts[0]])
+        pairs = [("_unkeyed", [parts[0]])]
         notes.append("text before the first key")
+    seen = {pairs[0][0]}
     for i, (key, value) in enumerate(zip(keys, values)):
         current = pairs[-1][0]
-        if i in accepted:
-            pairs.append([key, value])
-        elif key not in schema.position and current not in FREE_TEXT and key not in (p[0] for p in pairs):
-            # A key from a newer NeuVector: kept, and reported.
-            pairs.append([key, value])
-            notes.append("unknown key %r" % key)
+        if i in accepted or (key not in schema.position and current not in FREE_TEXT and key not in seen):
+            if i not in accepted:
+                # A key from a newer NeuVector: kept, and reported.
+                notes.append("unknown key %r" % key)
+            pairs.append((key, [value]))
+            seen.add(key)
         else:
-            pairs[-1][1] += "," + key + "=" + value
-    return [(k, v) for k, v in pairs], notes
+            pairs[-1][1].append("," + key + "=" + value)
+    return [(k, "".join(pieces)) for k, pieces in pairs], notes
 
 
 def _longest_increasing(keys, position) -> set:

@@ -14,8 +14,8 @@ from ._events import DeadLetter, Record
 from ._schema import ACTIVITY_NAMES, notification_of
 from ._text import _CANDIDATE
 
-_KV_PREFIX = re.compile(r"level=([A-Z]+),cluster=(.*?)(?:,comment=(.*?))?,(?=(?:name|level)=)", re.S)
-_JSON_PREFIX = re.compile(r'\{(?:"level":"([A-Z]+)",)?"cluster":"(.*?)",(?:"comment":"(.*?)",)?(?="(?:name|level)":)', re.S)
+_KV_LEVEL = re.compile(r"level=([A-Z]+),cluster=")
+_JSON_LEVEL = re.compile(r'\{(?:"level":"([A-Z]+)",)?"cluster":"')
 _CHAT_LEVEL = re.compile(r"\w+: ([A-Z]+) level(?:, Comment: (.*?))?(?:\*|\n|$)", re.S)
 
 
@@ -38,22 +38,43 @@ def _parse(body: bytes, offset: int):
         return DeadLetter(body, "empty webhook body", offset)
     notes = []
     if text[:1] == "{":
-        m = _JSON_PREFIX.match(text)
-        if m:
-            meta = {"format": "json", "cluster": m.group(2), "comment": m.group(3), "level": m.group(1)}
-            result = _json_record("{" + text[m.end():], notes)
+        prefix = _spliced_prefix(text, _JSON_LEVEL, '","comment":"', ('","name":', '","level":'))
+        if prefix:
+            level, cluster, comment, rest = prefix
+            meta = {"format": "json", "cluster": cluster, "comment": comment, "level": level}
+            result = _json_record("{" + rest[2:], notes)
         else:
             result, meta = _chat(text, notes)
     else:
-        m = _KV_PREFIX.match(text)
-        if m is None:
+        prefix = _spliced_prefix(text, _KV_LEVEL, ",comment=", (",name=", ",level="))
+        if prefix is None:
             return DeadLetter(body, "not a NeuVector webhook: key-value body must start 'level=<LEVEL>,cluster=<name>,'", offset)
-        meta = {"format": "kv", "cluster": m.group(2), "comment": m.group(3), "level": m.group(1)}
-        result = _kv_record(text[m.end():], notes)
+        level, cluster, comment, rest = prefix
+        meta = {"format": "kv", "cluster": cluster, "comment": comment, "level": level}
+        result = _kv_record(rest[1:], notes)
     if isinstance(result, str):
         return DeadLetter(body, result, offset)
     result["webhook"] = {k: v for k, v in meta.items() if v is not None}
     return Record(result, body, offset, tuple(notes))
+
+
+def _spliced_prefix(text: str, start, comment_sep: str, record_starts):
+    """Split NeuVector's unescaped ``cluster``/``comment`` prefix from the record.
+
+    The record starts at its first ``name`` or ``level`` key; the comment, if
+    any, runs up to there. Found with ``str.find``, so the cost stays linear
+    whatever the text holds. Returns (level, cluster, comment, rest) or None.
+    """
+    m = start.match(text)
+    if m is None:
+        return None
+    ends = [i for i in (text.find(s, m.end()) for s in record_starts) if i >= 0]
+    if not ends:
+        return None
+    end = min(ends)
+    spliced = text[m.end():end]
+    cluster, sep, comment = spliced.partition(comment_sep)
+    return m.group(1), cluster, comment if sep else None, text[end:]
 
 
 def _kv_record(kv: str, notes: list):

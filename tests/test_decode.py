@@ -1,0 +1,121 @@
+"""One frame -> one event: every header form, bad input, encodings."""
+import pytest
+
+from nvparser import DeadLetter, Record, Skipped, parse_frame
+
+BODY = "notification=event,name=User.Login,level=Info,reported_timestamp=1741939212,message=User admin login"
+EXPECTED = {"notification": "event", "name": "User.Login", "level": "Info",
+            "reported_timestamp": 1741939212, "message": "User admin login"}
+
+
+def data_without(frame, *drop):
+    event = parse_frame(frame.encode() if isinstance(frame, str) else frame)
+    assert type(event) is Record, event
+    return {k: v for k, v in event.data.items() if k not in drop}, event.data
+
+
+def test_rfc5424_as_neuvector_sends_it():
+    body, data = data_without("<134>1 2025-03-14T08:00:13Z pod-a /usr/local/bin/controller 13 neuvector - " + BODY, "syslog")
+    assert body == EXPECTED
+    assert data["syslog"] == {"pri": 134, "facility": 16, "severity": 6, "version": 1,
+                              "timestamp": "2025-03-14T08:00:13Z", "hostname": "pod-a",
+                              "app_name": "/usr/local/bin/controller", "procid": "13", "msgid": "neuvector"}
+
+
+def test_rfc5424_with_structured_data_from_a_relay():
+    frame = '<134>1 2025-03-14T08:00:13Z pod-a app 13 neuvector [meta x="a\\] b"][y z="1"] ' + BODY
+    body, data = data_without(frame, "syslog")
+    assert body == EXPECTED
+    assert data["syslog"]["structured_data"] == '[meta x="a\\] b"][y z="1"]'
+
+
+def test_rfc3164_written_by_a_relay():
+    body, data = data_without("<134>Mar 14 08:00:13 pod-a controller[13]: " + BODY, "syslog")
+    assert body == EXPECTED
+    assert data["syslog"] == {"pri": 134, "facility": 16, "severity": 6, "version": None,
+                              "timestamp": "Mar 14 08:00:13", "hostname": "pod-a",
+                              "app_name": "controller", "procid": "13", "msgid": None}
+
+
+def test_rfc3164_with_an_iso_timestamp():
+    body, data = data_without("<134>2025-03-14T08:00:13+00:00 pod-a neuvector: " + BODY, "syslog")
+    assert body == EXPECTED
+    assert data["syslog"]["timestamp"] == "2025-03-14T08:00:13+00:00"
+    assert data["syslog"]["app_name"] == "neuvector"
+
+
+def test_receiver_printed_header_without_pri():
+    body, data = data_without("2020-01-24T21:39:34Z pod-a /usr/local/bin/controller 12 neuvector - " + BODY, "syslog")
+    assert body == EXPECTED
+    assert data["syslog"]["pri"] is None and data["syslog"]["procid"] == "12"
+
+
+def test_unknown_header_keeps_its_text():
+    body, data = data_without("Mar 14 08:00:13 relay7 >>> " + BODY, "syslog")
+    assert body == EXPECTED
+    assert data["syslog"]["header"] == "Mar 14 08:00:13 relay7 >>>"
+
+
+def test_bare_pod_log_body_has_no_syslog_object():
+    body, data = data_without(BODY)
+    assert data == EXPECTED
+
+
+def test_cri_log_line():
+    body, data = data_without("2025-03-14T08:00:12.345678901Z stdout F " + BODY, "cri")
+    assert body == EXPECTED
+    assert data["cri"] == {"timestamp": "2025-03-14T08:00:12.345678901Z", "stream": "stdout"}
+
+
+def test_cri_partial_lines_are_reassembled():
+    frame = ("2025-03-14T08:00:12.1Z stdout P " + BODY[:40] + "\n2025-03-14T08:00:12.1Z stdout F " + BODY[40:])
+    body, _ = data_without(frame, "cri")
+    assert body == EXPECTED
+
+
+def test_kubectl_timestamps_prefix():
+    body, data = data_without("2025-03-14T08:00:12.345678901Z " + BODY, "syslog")
+    assert body == EXPECTED
+
+
+@pytest.mark.parametrize("line,reason", [
+    ("2025-03-14T08:00:12.345|INFO|CTL|main: controller started", "controller log line"),
+    ("", "blank line"),
+    ("   ", "blank line"),
+])
+def test_not_notifications_are_skipped(line, reason):
+    event = parse_frame(line.encode())
+    assert type(event) is Skipped and reason in event.reason
+
+
+@pytest.mark.parametrize("frame,reason", [
+    (b"hello world", "no NeuVector body"),
+    (b"<134>1 2025-03-14T08:00:13Z pod-a app 13 neuvector - {\"notification\": \"event\", ", "invalid JSON"),
+    (b'<134>1 2025-03-14T08:00:13Z pod-a app 13 neuvector - {"name": "x"}', "no \"notification\""),
+    (b'{"notification": "event"} trailing', "invalid JSON"),
+    (b"<134>1 2025-03-14T08:00:13Z pod-a app 13 neuvector - [1,2]", "no NeuVector body"),
+])
+def test_bad_frames_are_dead_letters_with_a_reason(frame, reason):
+    event = parse_frame(frame, offset=7)
+    assert type(event) is DeadLetter
+    assert reason in event.reason
+    assert event.raw == frame and event.offset == 7
+
+
+def test_invalid_utf8_becomes_one_replacement_per_byte_like_go_json():
+    # description cut at 256 bytes can end inside a character: Go's JSON
+    # writes one U+FFFD per invalid byte, text mode must agree.
+    frame = b"notification=audit,name=x,level=Info,critical_vul_cnt=0,high_vul_cnt=0,medium_vul_cnt=0,message=,description=caf\xe2\x82"
+    _, data = data_without(frame)
+    assert data["description"] == "caf\ufffd\ufffd"
+
+
+def test_json_mode_keeps_go_escapes_and_unicode():
+    frame = '{"notification": "incident", "name":"x","level":"Critical","message":"\\u003cé☃\\u003e \\u0026 line\\nbreak"}'
+    _, data = data_without(frame.encode())
+    assert data["message"] == "<é☃> & line\nbreak"
+
+
+def test_bom_before_the_body_is_ignored():
+    _, data = data_without(("<134>1 2025-03-14T08:00:13Z h a 1 neuvector - \ufeff" + BODY).encode())
+    assert data["name"] == "User.Login"

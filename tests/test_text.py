@@ -1,0 +1,98 @@
+"""Text mode: cutting values at real keys, and typing them like JSON mode does."""
+from nvparser import parse_frame
+from nvparser._text import split_list, split_map
+
+
+def record(body: str):
+    event = parse_frame(body.encode())
+    assert type(event).__name__ == "Record", event
+    return event
+
+
+COMMON = "level=Warning,reported_timestamp=1741944405,reported_at=2025-03-14T09:26:45Z,cluster_name=c,host_id=,host_name=,enforcer_id=,enforcer_name="
+
+
+def test_fake_key_inside_the_last_value_stays_in_it():
+    # message is the threat's last key; ', application=2001' sits inside it
+    body = ("notification=threat,name=SQL.Injection," + COMMON + ",id=x,threat_id=2022,client_workload_id=a,"
+            "client_workload_name=a,server_workload_id=b,server_workload_name=b,severity=Critical,action=deny,count=1,"
+            "ether_type=2048,client_port=1,server_port=3306,server_conn_port=3306,icmp_code=0,icmp_type=0,ip_proto=6,"
+            "client_ip=1.1.1.1,server_ip=2.2.2.2,application=MySQL,sensor=,group=,target=server,monitor=false,"
+            "message=SQL Injection, application=2001")
+    data = record(body).data
+    assert data["application"] == "MySQL"
+    assert data["message"] == "SQL Injection, application=2001"
+    assert data["threat_id"] == 2022 and data["monitor"] is False
+
+
+def test_fake_key_in_a_middle_value_loses_to_the_real_one_later():
+    # audit: message comes before user and count; the message quotes both
+    body = ("notification=audit,name=Admission.Control.Denied," + COMMON + ",workload_domain=default,"
+            "workload_image=nginx, redis,critical_vul_cnt=0,high_vul_cnt=0,medium_vul_cnt=0,"
+            "message=denied because criteria: (user=bob, count=5),user=alice,count=3")
+    data = record(body).data
+    assert data["message"] == "denied because criteria: (user=bob, count=5)"
+    assert data["user"] == "alice"
+    assert data["count"] == 3
+    assert data["workload_image"] == "nginx, redis"
+
+
+def test_unknown_key_from_a_newer_version_is_kept_and_noted():
+    body = ("notification=violation," + COMMON + ",id=,client_id=a,client_name=a,server_id=b,server_name=b,"
+            "server_port=80,ip_proto=6,applications=[HTTP],servers=[],sessions=1,policy_action=violate,"
+            "policy_id=0,client_ip=1.1.1.1,server_ip=2.2.2.2,fqdn=,xff=false,nbe=false,zone=eu-west-1")
+    event = record(body)
+    assert event.data["zone"] == "eu-west-1"
+    assert event.data["nbe"] is False
+    assert event.notes == ("unknown key 'zone'",)
+
+
+def test_unknown_key_inside_free_text_stays_in_the_value():
+    body = ("notification=incident,name=Process.Profile.Violation," + COMMON + ",id=x,proc_name=sh,proc_path=/bin/sh,"
+            "proc_cmd=curl http://h/x?limit=50,offset=100,action=violate,rule_id=r,message=m")
+    event = record(body)
+    assert event.data["proc_cmd"] == "curl http://h/x?limit=50,offset=100"
+    assert "offset" not in event.data and event.notes == ()
+
+
+def test_values_that_do_not_fit_their_type_are_kept_and_noted():
+    body = ("notification=violation," + COMMON + ",id=,client_id=a,client_name=a,server_id=b,server_name=b,"
+            "server_port=http,ip_proto=6,applications=HTTP,servers=[],sessions=1,policy_action=violate,"
+            "policy_id=0,client_ip=,server_ip=,fqdn=,xff=maybe,nbe=false")
+    event = record(body)
+    assert event.data["server_port"] == "http"
+    assert event.data["applications"] == "HTTP"
+    assert event.data["xff"] == "maybe"
+    assert len(event.notes) == 3
+
+
+def test_go_list_and_map_renderings():
+    assert split_list("high_vuls", "CVE-1 CVE-2") == ["CVE-1", "CVE-2"]
+    assert split_list("servers", "") == [""]  # Go prints [""] as []
+    assert split_list("items", "D.5.4 WARN - Ensure a, b D.5.12 WARN - Ensure c custom/chk1 HIGH - x y") == [
+        "D.5.4 WARN - Ensure a, b", "D.5.12 WARN - Ensure c", "custom/chk1 HIGH - x y"]
+    assert split_map(":admin") == {"": "admin"}
+    assert split_map(":reader dev:admin") == {"": "reader", "dev": "admin"}
+    assert split_map("") is None  # a nil map is JSON null
+
+
+def test_float_fields_are_floats_in_both_modes():
+    text = ("notification=audit,name=Container.Scan.Report," + COMMON + ",critical_vul_cnt=1,high_vul_cnt=0,"
+            "medium_vul_cnt=0,message=,score=7.5,score_v3=10")
+    data = record(text).data
+    assert data["score_v3"] == 10.0 and type(data["score_v3"]) is float
+    assert data["score"] == 7.5
+    json_body = '{"notification": "audit", "name":"x","level":"Info","critical_vul_cnt":1,"high_vul_cnt":0,"medium_vul_cnt":0,"message":"","score_v3":10}'
+    assert type(record(json_body).data["score_v3"]) is float
+
+
+def test_unknown_notification_type_is_kept_as_text():
+    event = record("notification=posture,name=x,score=5")
+    assert event.data == {"notification": "posture", "name": "x", "score": "5"}
+    assert "unknown notification type" in event.notes[0]
+
+
+def test_a_frame_full_of_fake_keys_parses():
+    body = "notification=event,name=x,level=Info,message=" + ",a=1" * 20000
+    data = record(body).data
+    assert data["message"] == ",a=1" * 20000
