@@ -24,10 +24,15 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
         return probe.getsockname()[1]
 
 
-def dump_size(data: bytes) -> int:
-    """Bytes nc writes to its dump for one read of ``data`` (62 + n per line)."""
-    full, rest = divmod(len(data), 16)
-    return full * 78 + (62 + rest if rest else 0)
+def logged_bytes(path) -> int:
+    """Data bytes in the complete lines of a dump: each line is 62 + n bytes."""
+    try:
+        with open(path, "rb") as dump:
+            text = dump.read()
+    except FileNotFoundError:
+        return 0
+    end = text.rfind(b"\n") + 1
+    return end - 62 * text.count(b"\n", 0, end)
 
 
 def wait_until(condition, what: str) -> None:
@@ -36,13 +41,6 @@ def wait_until(condition, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         time.sleep(0.005)
-
-
-def file_size(path) -> int:
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        return 0
 
 
 def listening(port: int, udp: bool) -> bool:
@@ -64,7 +62,7 @@ class Listener:
         self.port = free_port(socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
         self.udp = udp
         self.dump_path = dump_path
-        self.expected_size = 0
+        self.expected = 0  # data bytes the dump must hold once all is logged
         argv = [str(self.port) if a == "PORT" else a for a in argv]
         self.stdout = open(stdout_path or os.devnull, "wb")
         self.process = subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
@@ -79,18 +77,18 @@ class Listener:
             self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def logged(self, size: int) -> None:
-        """Wait until the dump holds ``size`` more bytes of lines."""
-        self.expected_size += size
-        wait_until(lambda: file_size(self.dump_path) >= self.expected_size, "the dump to grow")
+    def logged(self, count: int) -> None:
+        """Wait until the dump holds ``count`` more bytes (either direction)."""
+        self.expected += count
+        wait_until(lambda: logged_bytes(self.dump_path) >= self.expected, "the dump to grow")
 
-    def send(self, data: bytes, logged_as: int = None) -> None:
-        """Send one read's worth and wait until the listener logged it."""
+    def send(self, data: bytes, logged: int = None) -> None:
+        """Send, and wait until the listener logged it (``logged`` bytes of it)."""
         if self.udp:
             self.sock.send(data)
         else:
             self.sock.sendall(data)
-        self.logged(dump_size(data) if logged_as is None else logged_as)
+        self.logged(len(data) if logged is None else logged)
 
     def stop(self) -> bytes:
         """Close our end (TCP: the listener then exits) and give the dump."""

@@ -250,6 +250,11 @@ _RECORD_START = re.compile(
 )
 
 
+def is_record_start(data: bytes) -> bool:
+    """Whether ``data`` begins the way a NeuVector record does (see split_records)."""
+    return _RECORD_START.match(data) is not None
+
+
 def split_records(data: bytes) -> List[bytes]:
     """Split bytes holding several NeuVector records at the record starts.
 

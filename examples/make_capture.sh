@@ -1,0 +1,56 @@
+#!/bin/sh
+# Regenerate the example captures with real netcat-traditional, the way
+# NeuVector's docs capture syslog (nc -l -p PORT -o syslog-dump.hex):
+#
+#   examples/syslog-dump.hex      TCP: one connection, each frame LF-terminated
+#                                 and written on its own, as the controller does
+#   examples/syslog-dump-udp.hex  UDP: one datagram per frame
+#
+# The frames are every syslog sample (text and JSON modes) of
+# neuvector-samples.txt, in file order. Each send waits until nc has logged
+# it, so every frame is one read() of nc's, on any machine.
+#
+# Usage: examples/make_capture.sh [path/to/neuvector-samples.txt]
+# Needs: nc.traditional (apt-get install netcat-traditional), the project
+# venv (make test sets it up) for pytest, which the nc helpers import.
+set -eu
+cd "$(dirname "$0")/.."
+samples=${1:-${NV_REFERENCE_DIR:-../shared/reference}/neuvector-samples.txt}
+python=${PY:-.venv/bin/python}
+command -v nc.traditional >/dev/null || { echo "needs nc.traditional (apt-get install netcat-traditional)" >&2; exit 1; }
+[ -r "$samples" ] || { echo "cannot read $samples" >&2; exit 1; }
+
+PYTHONPATH=tests "$python" - "$samples" <<'EOF'
+import sys
+from pathlib import Path
+
+from nc_capture import nc_listener
+from nvsamples import load_samples
+
+samples = [s for s in load_samples(Path(sys.argv[1]))
+           if s.mode in ("text", "json") and s.transport.startswith(("UDP", "TCP"))]
+# A frame is a line starting with '<' plus the lines that continue it (a
+# text-mode value holding a raw LF, sample incident-text-5).
+frames = []
+for sample in samples:
+    for line in sample.lines:
+        if line.startswith(b"<") or not frames:
+            frames.append(line + b"\n")
+        else:
+            frames[-1] += line + b"\n"
+
+nc = nc_listener("examples/syslog-dump.hex")
+for frame in frames:
+    nc.send(frame)
+nc.stop()
+
+# nc.traditional reads UDP into an 8192-byte buffer and drops the rest of a
+# longer datagram: leave those frames out rather than ship a cut record.
+nc = nc_listener("examples/syslog-dump-udp.hex", udp=True)
+short = [frame for frame in frames if len(frame) <= 8192]
+for frame in short:
+    nc.send(frame)
+nc.stop()
+print("%d samples, %d frames: TCP all, UDP %d (%d longer than 8192 bytes left out)"
+      % (len(samples), len(frames), len(short), len(frames) - len(short)))
+EOF

@@ -1,0 +1,168 @@
+"""netcat hex dumps (``nc -o``) -> the syslog that was received, and its records.
+
+The dump holds what nc received (``<`` lines), read by read; it does not say
+whether that was TCP or UDP, so the transport is given or detected:
+
+- ``tcp``: the reads are one byte stream, framed by the parser (LF,
+  continuation lines, octet counting). An offset restarting at 0 is a new
+  connection (``nvsiem capture --keep-open``, or dumps joined with cat).
+- ``udp``: each read is one datagram, one frame. Reads whose size is a
+  multiple of 16 bytes look merged in nc's format; they are split again at
+  record starts (``nvparser._hexdump.split_records``, a heuristic).
+- ``auto``: looks at the first reads (at most 256 or 4 MiB). A read that
+  starts inside a record means a stream: ``tcp``. Reads that each hold one
+  whole record but end without LF mean datagrams: ``udp`` (NeuVector ends
+  every frame with LF; a relay or nc's truncation did not). If every read
+  held whole LF-terminated frames both read the same, and ``tcp`` is used.
+
+Lines nc *sent* (``>``) are not syslog and are only counted. Lines of the
+dump that are not nc's, or that leave a hole, become dead letters (the line
+and why); a frame the hole cut short is dead-lettered too, never passed off
+as a record.
+"""
+from typing import Iterable, Iterator, List, NamedTuple, Optional
+
+from nvparser import DeadLetter, Parser, Record
+from nvparser._hexdump import HexChunk, HexDumpDecoder, is_record_start, split_records
+
+TRANSPORTS = ("auto", "tcp", "udp")
+# nc.traditional reads into an 8192-byte buffer: a longer UDP datagram loses the rest.
+NC_READ_SIZE = 8192
+_SAMPLE_READS = 256
+_SAMPLE_BYTES = 4 << 20
+_MAX_PENDING = 1 << 20  # a datagram merged across max_chunk cuts never grows past this
+
+
+class Unit(NamedTuple):
+    """What one step of a replay received and what it parsed to.
+
+    ``data``: the bytes to re-send, one datagram (udp) or the next bytes of
+    the stream (tcp), empty when only events came out; ``events``: parser
+    events and dead letters; ``new_stream``: a new TCP connection starts here.
+    """
+
+    data: bytes
+    events: List
+    new_stream: bool = False
+
+
+class CaptureReader:
+    """Reads a dump given as byte chunks; ``units()`` yields :class:`Unit`."""
+
+    def __init__(self, transport: str = "auto", max_frame: int = 65536):
+        if transport not in TRANSPORTS:
+            raise ValueError("transport must be one of %s" % ", ".join(TRANSPORTS))
+        self.transport = transport
+        self.why = "given" if transport != "auto" else ""
+        self.max_frame = max_frame
+        self.sent_bytes = 0  # '>' lines: what nc sent, not replayed
+        self.dump_errors = 0
+        self._received = 0  # '<' bytes so far: offsets of dump-error dead letters
+
+    def units(self, dump: Iterable[bytes]) -> Iterator[Unit]:
+        items = self._decoded(dump)
+        if self.transport == "auto":
+            sample = []
+            for item in items:
+                sample.append(item)
+                reads = [i for i in sample if isinstance(i, HexChunk)]
+                if len(reads) >= _SAMPLE_READS or sum(len(r.data) for r in reads) >= _SAMPLE_BYTES:
+                    break
+            self.transport, self.why = _detect([i for i in sample if isinstance(i, HexChunk)])
+            items = _chain(sample, items)
+        if self.transport == "udp":
+            return self._datagrams(items)
+        return self._stream(items)
+
+    def _decoded(self, dump: Iterable[bytes]):
+        """Received chunks and dump errors (as dead letters), in dump order."""
+        decoder = HexDumpDecoder()
+        for data in dump:
+            yield from self._received_only(decoder.feed(data))
+        yield from self._received_only(decoder.close())
+
+    def _received_only(self, events):
+        for event in events:
+            if isinstance(event, HexChunk):
+                if event.direction == "<":
+                    self._received += len(event.data)
+                    yield event
+                else:
+                    self.sent_bytes += len(event.data)
+            else:
+                self.dump_errors += 1
+                yield DeadLetter(event.raw, "hex dump line %d: %s" % (event.line, event.reason), self._received)
+
+    def _stream(self, items) -> Iterator[Unit]:
+        parser, started, ended_with_lf = Parser(max_frame=self.max_frame), False, True
+        for item in items:
+            if isinstance(item, DeadLetter):
+                yield Unit(b"", _close(parser, ended_with_lf, "frame cut short by a hole in the capture") + [item])
+                parser, ended_with_lf = Parser(max_frame=self.max_frame), True
+                continue
+            new_stream = started and item.offset == 0
+            if new_stream:
+                yield Unit(b"", _close(parser, ended_with_lf, "frame cut short: its connection ended before its LF"))
+                parser = Parser(max_frame=self.max_frame)
+            started, ended_with_lf = True, item.data.endswith(b"\n")
+            yield Unit(item.data, parser.feed(item.data), new_stream)
+        yield Unit(b"", _close(parser, ended_with_lf, "frame cut short: the capture ends before its LF"))
+
+    def _datagrams(self, items) -> Iterator[Unit]:
+        parser = Parser(max_frame=self.max_frame)
+        pending = b""  # a read cut at max_chunk: the rest follows
+        for item in items:
+            if isinstance(item, DeadLetter):
+                if pending:
+                    yield Unit(b"", [DeadLetter(pending, "datagram cut short by a hole in the capture", item.offset)])
+                    pending = b""
+                yield Unit(b"", [item])
+                continue
+            pieces = split_records(pending + item.data)
+            pending = pieces.pop() if item.continued and len(pieces[-1]) < _MAX_PENDING else b""
+            for piece in pieces:
+                yield Unit(piece, _datagram(parser, piece))
+        if pending:
+            yield Unit(pending, _datagram(parser, pending))
+
+
+def _datagram(parser: Parser, datagram: bytes) -> List:
+    events = parser.feed_datagram(datagram)
+    if len(datagram) == NC_READ_SIZE and not datagram.endswith(b"\n"):
+        return _cut(events, "datagram of exactly %d bytes without its LF: nc.traditional reads UDP into an"
+                    " %d-byte buffer and drops the rest of a longer datagram (nvsiem capture keeps it whole)"
+                    % (NC_READ_SIZE, NC_READ_SIZE))
+    return events
+
+
+def _close(parser: Parser, ended_with_lf: bool, reason: str) -> List:
+    """End a stream; if its last bytes were not a whole frame, that frame is cut."""
+    events = parser.close()
+    if events and not ended_with_lf:
+        events[-1:] = _cut(events[-1:], reason)
+    return events
+
+
+def _detect(reads: List[HexChunk]):
+    if any(not is_record_start(r.data) for r in reads):
+        return "tcp", "detected: a read starts inside a record"
+    if any(not r.data.endswith(b"\n") for r in reads[:-1]):
+        return "udp", "detected: reads hold one record each, not all ending with LF"
+    return "tcp", "detected: every read held whole LF-terminated frames (TCP and UDP read the same)"
+
+
+def _cut(events: List, reason: str) -> List:
+    """Records from a frame that did not end as NeuVector ends frames -> dead letters."""
+    return [DeadLetter(e.raw, reason, e.offset) if isinstance(e, Record) else e for e in events]
+
+
+def _chain(first: list, rest) -> Iterator:
+    yield from first
+    yield from rest
+
+
+def events_from_hexdump(dump: Iterable[bytes], max_frame: int = 65536,
+                        transport: str = "auto") -> Iterator[List]:
+    """Parser events of a dump, a list per step (what ``nvsiem parse`` reads)."""
+    for unit in CaptureReader(transport, max_frame).units(dump):
+        yield unit.events
