@@ -18,8 +18,10 @@ Fluentd itself cannot be installed here, so this plays its part on
 - records (tag, time, record, mode, chunk) per event;
 - failure switches: ``behaviour = "drop"`` (read and lose, never ack),
   ``"stall"`` (stop reading), ``kill()`` (reset every connection and stop
-  listening), ``kill_after_messages`` (record the n-th message, then die
-  before acking it, like a crash between buffering and the ack).
+  listening), ``kill_at_message = n`` (die on the n-th message read: after
+  recording it but before the ack when ``kill_keeps_message``, like a crash
+  between buffering and acking; else before recording it, like a crash
+  with the events still in memory).
 
 Run as a program it is a discarding receiver for benchmarks: it unpacks each
 message and acks it but, like in_forward, never decodes packed entries.
@@ -86,7 +88,9 @@ class ForwardServer:
         self.ssl_context = ssl_context
         self.discard = discard
         self.behaviour = "ok"
-        self.kill_after_messages: Optional[int] = None
+        self.kill_at_message: Optional[int] = None
+        self.kill_keeps_message = True
+        self.received = 0                  # messages read, recorded or not
         self.events: List[Event] = []      # kept across kill() / start()
         self.messages = 0                  # messages recorded (all modes)
         self.records = 0                   # events recorded or, when discarding, counted
@@ -239,6 +243,15 @@ class ForwardServer:
             return True
         chunk = option.get("chunk")
         with self._changed:
+            self.received += 1
+            dying = self.kill_at_message is not None and self.received >= self.kill_at_message
+            if dying and not self.kill_keeps_message:  # crashed before the events reached the buffer
+                self.kill_at_message = None
+                self._changed.notify_all()
+        if dying and self.kill_at_message is None:
+            self.kill()
+            return False
+        with self._changed:
             self.messages += 1
             if entries is None:
                 self.records += option.get("size", 0)
@@ -249,16 +262,16 @@ class ForwardServer:
                     if not self.discard:
                         self.events.append(Event(tag, entry[0], entry[1], mode, chunk))
                 self.records += len(entries)
-            dying = self.kill_after_messages is not None and self.messages >= self.kill_after_messages
+            if dying:  # crashed between buffering the events and acking them
+                self.kill_at_message = None
             self._changed.notify_all()
         if dying:
-            self.kill_after_messages = None
             self.kill()
             return False
         if chunk is not None:
-            conn.sendall(msgpack.packb({"ack": chunk}))
             with self._changed:
-                self.acks_sent += 1
+                self.acks_sent += 1  # counted first: the client may act on the ack at once
+            conn.sendall(msgpack.packb({"ack": chunk}))
         return True
 
     def _note_error(self, text: str) -> None:

@@ -5,14 +5,16 @@
     fluentd+tls://host:24224?ca=/ca.pem&verify=true&cert=/c.pem&key=/k.pem&server_hostname=name
     fluentd+unix:///run/fluentd/forward.sock
 
-The shared key is only ever read from a file or an environment variable, so
-it never appears in the URL, in ``describe()`` or in logs.
+The shared key comes from a file or an environment variable (``shared_key_file=``,
+``shared_key_env=``, resolved by the collector's ``resolve_secrets``), so it
+never sits in a command line; ``describe()`` masks it.
 """
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
+
+from nvsiem.sinks import resolve_secrets
 
 DEFAULT_PORT = 24224
 _SCHEMES = ("fluentd", "fluentd+tls", "fluentd+unix")
@@ -57,7 +59,11 @@ class ForwardSettings:
 
 
 def parse_url(url: str) -> ForwardSettings:
-    parts = urlsplit(url)
+    try:
+        # shared_key_file= / shared_key_env= -> shared_key=, the collector's way for every sink.
+        parts = urlsplit(resolve_secrets(url))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if parts.scheme not in _SCHEMES:
         raise ConfigError(f"unsupported scheme {parts.scheme!r}: use one of {', '.join(_SCHEMES)}")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -93,8 +99,6 @@ def parse_url(url: str) -> ForwardSettings:
         key=query.pop("key", None) or None,
         server_hostname=query.pop("server_hostname", None) or None,
     )
-    query.pop("shared_key_file", None)
-    query.pop("shared_key_env", None)
     if query:
         raise ConfigError(f"unknown fluentd URL option(s): {', '.join(sorted(query))}")
     return settings
@@ -121,24 +125,12 @@ def _parse_server(item: str) -> Server:
 
 
 def _shared_key(query: dict) -> Optional[bytes]:
-    path, env = query.get("shared_key_file"), query.get("shared_key_env")
-    if path and env:
-        raise ConfigError("give shared_key_file= or shared_key_env=, not both")
-    if path:
-        try:
-            with open(path, "rb") as f:
-                key = f.read().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read shared_key_file {path}: {e.strerror}") from None
-        if not key:
-            raise ConfigError(f"shared_key_file {path} is empty")
-        return key
-    if env:
-        value = os.environ.get(env)
-        if not value:
-            raise ConfigError(f"shared_key_env: environment variable {env} is not set or empty")
-        return value.encode("utf-8")
-    return None
+    if "shared_key" not in query:
+        return None
+    key = query.pop("shared_key").strip()
+    if not key:
+        raise ConfigError("the shared key is empty")
+    return key.encode("utf-8")
 
 
 def _compress(value: str) -> bool:
