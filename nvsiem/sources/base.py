@@ -91,4 +91,8 @@ def server_tls_context(source: Source) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key or None)
+    # No TLS 1.3 session tickets: a sender that writes and closes without
+    # reading them would make its kernel reset the connection, and the reset
+    # discards records we have not read yet. Syslog senders do not resume sessions.
+    context.num_tickets = 0
     return context

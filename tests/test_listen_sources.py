@@ -1,0 +1,181 @@
+"""Each source of ``nvsiem listen`` with real senders on 127.0.0.1, counted end to end."""
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+import trustme
+
+from listen_harness import delivered, frames, numbered, sample, start_collector, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def collectors():
+    made = []
+    yield made
+    for c in made:
+        c.stop()
+
+
+def body_of(frame: bytes) -> bytes:
+    """The MSG part of an RFC 5424 NeuVector frame (what a relay such as logger re-sends)."""
+    return frame.split(b" neuvector - ", 1)[1]
+
+
+def test_tcp_many_concurrent_senders_each_record_once(tmp_path, collectors):
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"])
+    collectors.append(c)
+    port = c.sources[0].port
+    senders, per_sender = 16, 200
+
+    def send(k):
+        data = b"".join(frames(k * per_sender, (k + 1) * per_sender))
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            for i in range(0, len(data), 7001):  # odd chunk sizes split frames anywhere
+                s.sendall(data[i:i + 7001])
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: sum(delivered(out).values()) >= senders * per_sender, what="all records")
+    assert delivered(out) == {i: 1 for i in range(senders * per_sender)}
+
+
+def test_logger_rfc5424_over_tcp_and_udp(tmp_path, collectors):
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0", "udp://127.0.0.1:0"])
+    collectors.append(c)
+    tcp, udp = c.sources[0].port, c.sources[1].port
+    for i in range(3):
+        subprocess.run(["logger", "--rfc5424", "-n", "127.0.0.1", "-P", str(tcp), "-T",
+                        body_of(numbered(sample("violation-text-1"), i)).decode()], check=True, timeout=10)
+        subprocess.run(["logger", "--rfc5424", "-n", "127.0.0.1", "-P", str(udp), "-d",
+                        body_of(numbered(sample("violation-text-1"), 10 + i)).decode()], check=True, timeout=10)
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: len(delivered(out)) >= 6, what="logger records")
+    assert delivered(out) == {0: 1, 1: 1, 2: 1, 10: 1, 11: 1, 12: 1}
+    records = [json.loads(line) for line in open(out, "rb")]
+    assert {r["notification"] for r in records} == {"violation"}
+    assert all(r["server_port"] == 443 and r["syslog"]["hostname"] == socket.gethostname() for r in records)
+
+
+def test_udp_burst_each_datagram_once(tmp_path, collectors):
+    c = start_collector(tmp_path, ["udp://127.0.0.1:0"])
+    collectors.append(c)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for n, frame in enumerate(frames(0, 5000)):
+        sock.sendto(frame, ("127.0.0.1", c.sources[0].port))
+        if n % 500 == 499:
+            time.sleep(0.002)
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: sum(delivered(out).values()) >= 5000, what="all datagrams")
+    assert delivered(out) == {i: 1 for i in range(5000)}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA and a server certificate for 127.0.0.1, as files."""
+    d = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    server.private_key_pem.write_to_path(str(d / "key.pem"))
+    with open(d / "cert.pem", "wb") as f:
+        for blob in server.cert_chain_pems:
+            f.write(blob.bytes())
+    return d
+
+
+def test_tls_python_client_and_openssl_s_client(tmp_path, collectors, pki):
+    c = start_collector(tmp_path, ["tls://127.0.0.1:0?cert=%s&key=%s" % (pki / "cert.pem", pki / "key.pem")])
+    collectors.append(c)
+    port = c.sources[0].port
+    # A client that never completes a handshake must not hold up the others.
+    idle = socket.create_connection(("127.0.0.1", port))
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"".join(frames(0, 500)))
+    subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-CAfile", str(pki / "ca.pem"),
+                    "-verify_return_error", "-quiet", "-no_ign_eof"],
+                   input=b"".join(frames(500, 503)), check=True, timeout=20, capture_output=True)
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: sum(delivered(out).values()) >= 503, what="TLS records")
+    assert delivered(out) == {i: 1 for i in range(503)}
+    idle.close()
+
+
+def post(port, body, content_type="application/json", context=None, method="POST"):
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10) if context
+            else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+    conn.request(method, "/neuvector", body=body, headers={"Content-Type": content_type})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status
+
+
+@pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
+def test_webhook_json_and_key_value(tmp_path, collectors, pki, https):
+    tls = "?cert=%s&key=%s" % (pki / "cert.pem", pki / "key.pem") if https else ""
+    c = start_collector(tmp_path, ["webhook://127.0.0.1:0" + tls])
+    collectors.append(c)
+    port = c.sources[0].port
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem")) if https else None
+    assert post(port, numbered(sample("webhook-json-2"), 1), context=context) == 200
+    assert post(port, numbered(sample("webhook-keyvalue-1"), 2), "text/plain; charset=us-ascii", context) == 200
+    # Undecodable: kept as a dead letter, and 200 because retrying cannot help.
+    assert post(port, b"\x00\xffnot a webhook", "application/json", context) == 200
+    assert post(port, b"", context=context, method="GET") == 405
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: len(delivered(out)) >= 2, what="webhook records")
+    assert delivered(out) == {1: 1, 2: 1}
+    records = {json.loads(x)["id"]: json.loads(x) for x in open(out, "rb")}
+    assert records["seq-00000001"]["cluster_name"] == "cluster.local"
+    (dead,) = [json.loads(x) for x in open(tmp_path / "spool" / "dead-letters.jsonl", "rb")]
+    assert dead["raw_base64"] == "AP9ub3QgYSB3ZWJob29r" and dead["reason"]
+
+
+def cri(line: bytes) -> bytes:
+    return b"2025-03-14T08:00:12.123456789Z stdout F " + line + b"\n"
+
+
+def test_tail_follows_rotation_and_resumes_after_restart(tmp_path, collectors):
+    log = tmp_path / "containers" / "neuvector-controller.log"
+    log.parent.mkdir()
+    template = body_of(sample("violation-text-1"))  # the pod log has the body only
+    controller_line = cri(b"2025-03-14T08:00:12.123|INFO|CTL|main.main: starting")
+
+    def write(path, start, stop):
+        with open(path, "ab") as f:
+            for i in range(start, stop):
+                f.write(cri(numbered(template, i)))
+                f.write(controller_line)
+
+    write(log, 0, 10)
+    c = start_collector(tmp_path, ["file://" + str(log)])
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: len(delivered(out)) >= 10, what="first lines")
+    os.rename(log, str(log) + ".1")  # kubelet-style rotation: rename, then a new file
+    write(str(log) + ".1", 10, 15)  # late lines into the renamed file are read too
+    write(log, 15, 20)
+    wait_until(lambda: len(delivered(out)) >= 20, what="lines after rotation")
+    c.stop()
+    write(log, 20, 25)  # written while the collector is down
+    os.rename(log, str(log) + ".2")
+    write(log, 25, 30)
+    c = start_collector(tmp_path, ["file://" + str(log)])
+    collectors.append(c)
+    wait_until(lambda: len(delivered(out)) >= 30, what="lines after restart")
+    time.sleep(0.3)
+    assert delivered(out) == {i: 1 for i in range(30)}
+    assert c.metrics.skipped.labels(c.sources[0].label)._value.get() == 10  # this run's controller lines
