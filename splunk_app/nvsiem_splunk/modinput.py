@@ -1,0 +1,151 @@
+"""What the app's modular inputs share: parser events -> splunkd's XML stream.
+
+Runs inside Splunk from the app's ``lib/`` (splunklib, nvparser and this
+package vendored there), under Splunk's Python 3.9 or 3.13, standard
+library besides those.
+"""
+import asyncio
+import re
+import signal
+import time
+from typing import Callable, Dict, Optional
+
+from nvparser import DeadLetter, Record, json_dumps
+from splunklib.modularinput import Argument, Event, EventWriter, Script
+
+from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, event_time, sourcetype
+
+# Characters XML 1.0 cannot carry, even as &#..; references. splunklib
+# writes C0 controls as they are, which makes splunkd's parser drop the
+# stream, so they must not reach it.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+DEADLETTER_LOG_EVERY = 60.0
+
+
+def xml_safe_json(text: str) -> str:
+    """JSON text that XML can carry, meaning unchanged.
+
+    Such characters can only sit inside JSON strings (encoders escape C0
+    controls already), where ``\\uXXXX`` stands for the same character: no
+    data is lost.
+    """
+    return _NOT_XML.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+
+
+def xml_safe_text(text: str) -> str:
+    """Plain text (a host, a path) with characters XML cannot carry replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
+
+
+class Emitter:
+    """Writes the parser's events for one stanza as Splunk events.
+
+    A Record becomes its JSON with the sourcetype of its notification type
+    and ``_time`` from ``reported_timestamp``; a DeadLetter becomes a
+    ``neuvector:deadletter`` event holding the raw bytes and the reason;
+    a Skipped (blank line, controller log line) is only counted.
+    """
+
+    def __init__(self, writer: EventWriter, stanza: str):
+        self.writer = writer
+        self.stanza = stanza
+        self.counts: Dict[str, int] = {"records": 0, "dead_letters": 0, "skipped": 0}
+        self._dead_since_log = 0
+        self._last_log = time.monotonic()
+
+    def write(self, event, source: Optional[str] = None, host: Optional[str] = None) -> None:
+        if isinstance(event, Record):
+            data, st = event.data, sourcetype(event.data)
+            when, host = event_time(data), event_host(data) or host
+            self.counts["records"] += 1
+        elif isinstance(event, DeadLetter):
+            data, st, when = deadletter(event.raw, event.reason, event.offset), DEADLETTER_SOURCETYPE, None
+            self.counts["dead_letters"] += 1
+            self._dead_since_log += 1
+            if self._dead_since_log == 1:
+                self.writer.log(EventWriter.WARN, "%s: dead letter from %s at offset %d: %s (indexed as %s)"
+                                % (self.stanza, source or host or "?", event.offset, event.reason, st))
+        else:
+            self.counts["skipped"] += 1
+            return
+        text = json_dumps(data).decode("utf-8", "surrogatepass")
+        self.writer.write_event(Event(
+            data=xml_safe_json(text), stanza=self.stanza, sourcetype=st,
+            time=None if when is None else "%.3f" % when,
+            source=None if source is None else xml_safe_text(source),
+            host=None if host is None else xml_safe_text(host)))
+        self._maybe_log_dead_letters()
+
+    def _maybe_log_dead_letters(self) -> None:
+        """One WARN line a minute while dead letters keep coming, not one per frame."""
+        now = time.monotonic()
+        if now - self._last_log >= DEADLETTER_LOG_EVERY:
+            if self._dead_since_log > 1:
+                self.writer.log(EventWriter.WARN, "%s: %d more dead letters in the last %ds (indexed as %s)"
+                                % (self.stanza, self._dead_since_log - 1, now - self._last_log,
+                                   DEADLETTER_SOURCETYPE))
+            self._dead_since_log = 0
+            self._last_log = now
+
+
+def run_until_stopped(main: Callable[[asyncio.Event], "asyncio.Future"], writer: EventWriter) -> None:
+    """Run ``main(stop)`` on an event loop; ``stop`` is set when splunkd sends SIGTERM (or SIGINT)."""
+
+    async def runner():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.set_exception_handler(
+            lambda _loop, ctx: writer.log(EventWriter.WARN, "%s%s" % (
+                ctx.get("message"), ": %r" % ctx["exception"] if ctx.get("exception") else "")))
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def int_param(params: dict, name: str, default: Optional[int], low: int, high: int) -> int:
+    """An integer stanza parameter, with the message Splunk shows when it is wrong."""
+    raw = params.get(name)
+    if raw in (None, ""):
+        if default is None:
+            raise ValueError("%s is required" % name)
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError("%s must be a whole number, not %r" % (name, raw)) from None
+    if not low <= value <= high:
+        raise ValueError("%s must be between %d and %d, not %d" % (name, low, high, value))
+    return value
+
+
+def framing_param(params: dict) -> str:
+    framing = params.get("framing") or "auto"
+    if framing not in ("auto", "lf", "octet-counting"):
+        raise ValueError("framing must be auto, lf or octet-counting, not %r" % framing)
+    return framing
+
+
+FRAMING_ARGUMENTS = (
+    Argument("framing", title="Framing",
+             description="auto (LF-terminated lines, RFC 6587 octet counting detected), lf or octet-counting",
+             required_on_create=False),
+    Argument("max_frame", title="Largest frame (bytes)",
+             description="Longer frames are indexed as neuvector:deadletter in pieces (default 65536)",
+             data_type=Argument.data_type_number, required_on_create=False),
+)
+
+
+class NeuVectorScript(Script):
+    """A modular input whose stanza parameters are checked by one ``settings`` function.
+
+    ``--validate-arguments`` and streaming both go through ``settings``, so
+    what Splunk accepts is what the input runs with.
+    """
+
+    def settings(self, params: dict) -> dict:
+        raise NotImplementedError
+
+    def validate_input(self, definition):
+        self.settings(definition.parameters)

@@ -1,0 +1,177 @@
+"""The app's modular inputs, run as splunkd runs them (tests/splunkd_harness.py).
+
+Each runs under Splunk 9.x's Python 3.9 and Splunk 10's 3.13 (pyenv), with
+splunklib and nvparser imported from the app's ``lib/``. Expected records
+come from the reference samples' hand-written fixtures, never from the
+code under test.
+"""
+import json
+import os
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from nc_capture import free_port
+from nvsamples import assert_same_records, expected_records, load_samples
+from splunkd_harness import PYTHONS, RunningInput, build_app, scheme, validate
+
+pytestmark = pytest.mark.slow
+
+SYSLOG = [s for s in load_samples() if s.mode in ("text", "json")]
+HOST = "neuvector-controller-pod-6d8f7c9b5-x2kqp"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    return build_app(tmp_path_factory.mktemp("apps"))
+
+
+@pytest.fixture(params=sorted(PYTHONS), ids=lambda v: "py" + v)
+def python(request):
+    path = PYTHONS[request.param]
+    if not os.access(path, os.X_OK):
+        pytest.skip("Python %s not installed at %s (pyenv install)" % (request.param, path))
+    return path
+
+
+def records_of(events):
+    return [json.loads(e["data"]) for e in events]
+
+
+def check_metadata(events, stanza):
+    for event in events:
+        data = json.loads(event["data"])
+        assert event["stanza"] == stanza and event["unbroken"] == "1" and event["done"] is True
+        assert event["sourcetype"] == "neuvector:" + data["notification"]
+        # _time is the event time (reported_timestamp), not the syslog header's send time
+        assert event["time"] == "%d.000" % data["reported_timestamp"]
+
+
+def test_schemes_introspect_like_splunkd_expects(python, app):
+    tcp = scheme(python, app, "neuvector")
+    assert tcp.findtext("streaming_mode") == "xml"
+    assert tcp.findtext("use_external_validation") == "true"
+    assert tcp.findtext("use_single_instance") == "false"
+    port = tcp.find("endpoint/args/arg[@name='port']")
+    assert port.findtext("data_type") == "number" and port.findtext("required_on_create") == "true"
+    names = {a.get("name") for a in tcp.iter("arg")}
+    assert {"port", "bind", "tls_cert", "tls_key", "tls_client_ca", "framing"} <= names
+
+
+def test_validation_messages_reach_the_user(python, app, tmp_path):
+    assert validate(python, app, "neuvector", {"port": "10514"}, tmp_path) == (0, None)
+    assert validate(python, app, "neuvector", {"port": "70000"}, tmp_path) == (
+        1, "port must be between 1 and 65535, not 70000")
+    assert validate(python, app, "neuvector", {"port": "10514", "tls_cert": "/x.pem"}, tmp_path) == (
+        1, "tls_cert and tls_key go together: give both for TLS, neither for plain TCP")
+    status, message = validate(python, app, "neuvector",
+                               {"port": "10514", "tls_cert": "/nonexistent.pem", "tls_key": "/k.pem"}, tmp_path)
+    assert status == 1 and message.startswith("cannot load the TLS certificate/key")
+
+
+def start_tcp(python, app, tmp_path, **params):
+    port = free_port()
+    run = RunningInput(python, app, "neuvector", "nv", {"port": str(port), "bind": "127.0.0.1", **params},
+                       tmp_path)
+    run.wait_log(r"^INFO neuvector://nv: listening on 127\.0\.0\.1:%d" % port)
+    return run, port
+
+
+def test_tcp_syslog_becomes_one_event_per_record(python, app, tmp_path):
+    run, port = start_tcp(python, app, tmp_path)
+    expected = [r for s in SYSLOG for r in expected_records(s.id)]
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"".join(s.stream for s in SYSLOG))
+        events = run.take(len(expected))
+    assert_same_records(records_of(events), expected)
+    check_metadata(events, "neuvector://nv")
+    # host: the controller that sent it (syslog HOSTNAME), else the peer
+    for event, record in zip(events, expected):
+        assert event["host"] == record.get("syslog", {}).get("hostname") or event["host"] == "127.0.0.1"
+    assert events[0]["host"] == HOST
+    assert run.stop() == []
+    assert run.proc.returncode == 0 and run.stream_closed
+
+
+def test_control_characters_keep_the_stream_valid_and_lose_nothing(python, app, tmp_path):
+    run, port = start_tcp(python, app, tmp_path)
+    sample = next(s for s in SYSLOG if s.id == "violation-text-1")
+    line = sample.lines[0].replace(b"client_name=checkout-7c5ddbdf54-q8zrn",
+                                   b"client_name=check\x01out\x1b[0m\x7f")
+    junk = b"garbage \x00\x02 not neuvector \xff"
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        # junk first: a line without a header after a record would continue it
+        conn.sendall(junk + b"\n" + line + b"\n")
+    dead, record_event = run.take(2)
+    record = json.loads(record_event["data"])
+    want = expected_records("violation-text-1")[0]
+    want["client_name"] = "check\x01out\x1b[0m\x7f"
+    assert_same_records([record], [want])
+    assert "\\u0001" in record_event["data"]      # the JSON keeps the escape, XML stays valid
+    assert dead["sourcetype"] == "neuvector:deadletter" and "time" not in dead
+    body = json.loads(dead["data"])
+    assert body["raw"] == junk.decode("utf-8", "replace") and body["reason"]
+    assert body["raw_base64"] == "Z2FyYmFnZSAAAiBub3QgbmV1dmVjdG9yIP8="
+    run.stop()
+    assert any(line.startswith("WARN neuvector://nv: dead letter") for line in run.stderr_lines)
+
+
+def test_frame_buffered_at_shutdown_is_still_indexed(python, app, tmp_path):
+    run, port = start_tcp(python, app, tmp_path, idle_flush="3600")
+    sample = next(s for s in SYSLOG if s.id == "threat-text-2")
+    conn = socket.create_connection(("127.0.0.1", port))
+    run.wait_log(r"^INFO neuvector://nv: connection from 127\.0\.0\.1")
+    conn.sendall(sample.lines[0])                # no LF: held by the parser until the end
+    rest = run.stop()
+    conn.close()
+    assert_same_records(records_of(rest), expected_records("threat-text-2"))
+    assert run.proc.returncode == 0 and run.stream_closed
+    assert any(l.startswith("INFO neuvector://nv: stopped: 1 records") for l in run.stderr_lines)
+
+
+def test_port_in_use_is_an_error_in_splunkd_log(python, app, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = RunningInput(python, app, "neuvector", "nv", {"port": str(port), "bind": "127.0.0.1"}, tmp_path)
+        run.proc.wait(30)
+        run.stop()
+    assert run.proc.returncode == 1
+    assert any(l.startswith("ERROR neuvector://nv: cannot listen on 127.0.0.1:%d" % port)
+               for l in run.stderr_lines)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    d = tmp_path_factory.mktemp("tls")
+    cert.private_key_pem.write_to_path(str(d / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
+    for extra in cert.cert_chain_pems[1:]:
+        with open(d / "cert.pem", "ab") as f:
+            f.write(extra.bytes())
+    return ca, d
+
+
+def test_tls_syslog_with_idle_flush(python, app, tmp_path, tls_files):
+    ca, d = tls_files
+    run, port = start_tcp(python, app, tmp_path, tls_cert=str(d / "cert.pem"), tls_key=str(d / "key.pem"))
+    run.wait_log(r"listening on .* \(TLS\)")
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    tls_samples = [s for s in SYSLOG if s.transport.startswith("TCP+TLS")]
+    expected = [r for s in tls_samples for r in expected_records(s.id)]
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(b"".join(s.stream for s in tls_samples))
+        # the connection stays open: the last frame comes out on the idle flush
+        events = run.take(len(expected))
+    assert_same_records(records_of(events), expected)
+    check_metadata(events, "neuvector://nv")
+    run.stop()
+    assert run.proc.returncode == 0
