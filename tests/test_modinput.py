@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from nc_capture import free_port
+from nc_capture import free_port, nc_listener, needs_nc, syslog_frames
 from nvsamples import assert_same_records, expected_records, load_samples
 from splunkd_harness import PYTHONS, RunningInput, build_app, scheme, validate
 
@@ -175,3 +175,69 @@ def test_tls_syslog_with_idle_flush(python, app, tmp_path, tls_files):
     check_metadata(events, "neuvector://nv")
     run.stop()
     assert run.proc.returncode == 0
+
+
+# -- neuvector_capture:// -------------------------------------------------
+
+def canonical(records):
+    return sorted(json.dumps(r, sort_keys=True) for r in records)
+
+
+def start_capture(python, app, watch, checkpoints):
+    run = RunningInput(python, app, "neuvector_capture", "drop",
+                       {"path": str(watch), "poll_interval": "1"}, checkpoints)
+    run.wait_log(r"^INFO neuvector_capture://drop: watching ")
+    return run
+
+
+@needs_nc
+def test_capture_directory_follows_a_live_nc_dump_and_never_indexes_twice(python, app, tmp_path):
+    watch, checkpoints = tmp_path / "drop", tmp_path / "checkpoints"
+    watch.mkdir()
+    checkpoints.mkdir()
+    pod_samples = [s for s in load_samples() if s.mode == "podlog"]
+    (watch / "controller-pod.log").write_bytes(b"".join(s.stream for s in pod_samples))
+    (watch / ".partial.hex").write_bytes(b"not read: hidden name")
+    frames = syslog_frames(load_samples())
+    dumped = [s for s in SYSLOG if s.transport.startswith(("UDP", "TCP"))]
+    expected = [r for s in pod_samples + dumped for r in expected_records(s.id)]
+
+    run = start_capture(python, app, watch, checkpoints)
+    nc = nc_listener(watch / "syslog-dump.hex")       # real nc -o, writing while the input reads
+    for frame in frames:
+        nc.send(frame)
+    nc.stop()
+    events = run.take(len(expected))
+    assert canonical(records_of(events)) == canonical(expected)
+    check_metadata(events, "neuvector_capture://drop")
+    assert {e["source"] for e in events} == {str(watch / "controller-pod.log"), str(watch / "syslog-dump.hex")}
+    assert run.stop() == []
+
+    # Restart on the same checkpoints: only the new file's record comes out.
+    run = start_capture(python, app, watch, checkpoints)
+    late = next(s for s in SYSLOG if s.id == "threat-text-2")
+    (watch / "zz-late.log").write_bytes(late.stream)
+    got = run.take(1) + run.stop()
+    assert_same_records(records_of(got), expected_records("threat-text-2"))
+
+
+def test_partially_written_file_finishes_on_a_later_run(python, app, tmp_path):
+    watch, checkpoints = tmp_path / "drop", tmp_path / "checkpoints"
+    watch.mkdir()
+    checkpoints.mkdir()
+    parts = [s for s in SYSLOG if s.id in ("violation-text-2", "threat-text-2", "event-text-2", "audit-text-1")]
+    stream = b"".join(s.stream for s in parts)
+    cut = len(parts[0].stream) + len(parts[1].stream) + 40   # 40 bytes into the third record
+    target = watch / "syslog.log"
+    target.write_bytes(stream[:cut])
+
+    run = start_capture(python, app, watch, checkpoints)
+    first = run.take(2)                       # the two complete records, not the cut one
+    assert_same_records(records_of(first), expected_records(parts[0].id) + expected_records(parts[1].id))
+    assert run.stop() == []
+
+    with open(target, "ab") as f:
+        f.write(stream[cut:])
+    run = start_capture(python, app, watch, checkpoints)
+    rest = run.take(2) + run.stop()
+    assert_same_records(records_of(rest), expected_records(parts[2].id) + expected_records(parts[3].id))
