@@ -1,0 +1,322 @@
+"""What Splunk does with the app's props/transforms, for the tests.
+
+Splunk cannot be installed here, so this applies the app's own .conf text
+the way splunkd does, following the props.conf / transforms.conf specs:
+
+* index time: ``LINE_BREAKER`` (the first group is the break, the text
+  around it becomes two events), ``TIME_PREFIX`` + ``TIME_FORMAT = %s``,
+  ``TRANSFORMS-`` rewriting ``MetaData:Sourcetype`` / ``MetaData:Host``;
+* search time, in Splunk's order: ``EXTRACT-`` (named groups), ``REPORT-``
+  (transforms in the listed order; ``SOURCE_KEY``, ``FORMAT = $1::$2``,
+  ``KEEP_EMPTY_VALS``, ``MV_ADD``; the regex applied repeatedly, a field
+  found again discarded), then every ``EVAL-`` computed from the fields as
+  they were before any EVAL ran, then ``LOOKUP-``.
+
+Regexes run on PCRE2 (the ``pcre2`` package), Splunk's engine. ``EVAL-``
+expressions are read by a small interpreter for the SPL functions the
+generated extractions use; an expression using anything else raises
+``Unsupported`` so a test can tell "not modelled" from "wrong".
+A field value is a list of strings (one item unless multivalue) or None.
+"""
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pcre2
+
+import splunkconf
+
+Value = Optional[List[str]]
+
+
+class Unsupported(Exception):
+    """An EVAL expression uses SPL this interpreter does not model."""
+
+
+class App:
+    def __init__(self, app_dir: Path):
+        self.dir = app_dir
+        self.props = self._conf("props.conf")
+        self.transforms = self._conf("transforms.conf")
+        self._regex: Dict[str, object] = {}
+        self._lookups: Dict[str, List[dict]] = {}
+
+    def _conf(self, name: str) -> splunkconf.Conf:
+        path = self.dir / "default" / name
+        return splunkconf.parse(path.read_text(encoding="utf-8"), str(path))
+
+    def regex(self, pattern: str):
+        compiled = self._regex.get(pattern)
+        if compiled is None:
+            compiled = self._regex[pattern] = pcre2.compile(pattern)
+        return compiled
+
+    # -- index time -------------------------------------------------------
+    def break_events(self, sourcetype: str, stream: str) -> List[str]:
+        breaker = self.regex(self.props[sourcetype]["LINE_BREAKER"])
+        events, start = [], 0
+        for m in breaker.finditer(stream):
+            events.append(stream[start:m.start(1)])
+            start = m.end(1)
+        events.append(stream[start:])
+        # A stream's last line has no next record to break before; splunkd
+        # does not keep the line ending of an event's last line.
+        return [e.rstrip("\r\n") for e in events if e.rstrip("\r\n")]
+
+    def event_time(self, sourcetype: str, raw: str) -> Optional[int]:
+        props = self.props[sourcetype]
+        assert props["TIME_FORMAT"] == "%s"
+        m = self.regex(props["TIME_PREFIX"]).search(raw)
+        if m is None:
+            return None
+        digits = re.match(r"\d+", raw[m.end():m.end() + int(props["MAX_TIMESTAMP_LOOKAHEAD"])])
+        return int(digits.group()) if digits else None
+
+    def index_time_metadata(self, sourcetype: str, raw: str) -> Dict[str, str]:
+        """sourcetype and host after the sourcetype's ``TRANSFORMS-``."""
+        meta = {"sourcetype": sourcetype, "host": None}
+        for key, value in sorted(self.props[sourcetype].items()):
+            if not key.startswith("TRANSFORMS-"):
+                continue
+            for name in _names(value):
+                t = self.transforms[name]
+                m = self.regex(t["REGEX"]).search(raw)
+                if m is None:
+                    continue
+                target, _, template = t["FORMAT"].partition("::")
+                meta[target] = re.sub(r"\$(\d)", lambda g: m.group(int(g.group(1))), template)
+        return meta
+
+    # -- search time ------------------------------------------------------
+    def search_fields(self, sourcetype: str, raw: str, eval_targets=None, lookups=None) -> Dict[str, Value]:
+        """Fields of one event. ``eval_targets`` / ``lookups`` limit which EVAL-
+        and LOOKUP- classes run (None: all of them)."""
+        props = self.props[sourcetype]
+        fields: Dict[str, Value] = {"_raw": [raw], "sourcetype": [sourcetype]}
+        for key in sorted(k for k in props if k.startswith("EXTRACT-")):
+            m = self.regex(props[key]).search(raw)
+            if m:
+                for name, value in m.groupdict().items():
+                    if value is not None and value != "" and name not in fields:
+                        fields[name] = [value]
+        for key in sorted(k for k in props if k.startswith("REPORT-")):
+            for name in _names(props[key]):
+                self._report(self.transforms[name], fields)
+        before = dict(fields)
+        for key, expression in props.items():
+            target = key[5:]
+            if key.startswith("EVAL-") and (eval_targets is None or target in eval_targets):
+                fields[target] = Eval(expression).value(before)
+        for key in sorted(k for k in props if k.startswith("LOOKUP-")):
+            if lookups is None or key[7:] in lookups:
+                self._lookup(props[key], fields)
+        return {k: v for k, v in fields.items() if v is not None}
+
+    def _report(self, transform: Dict[str, str], fields: Dict[str, Value]) -> None:
+        source = fields.get(transform.get("SOURCE_KEY", "_raw"))
+        if not source:
+            return
+        keep_empty = transform.get("KEEP_EMPTY_VALS", "false") == "true"
+        mv_add = transform.get("MV_ADD", "false") == "true"
+        fmt = transform.get("FORMAT")
+        for m in self.regex(transform["REGEX"]).finditer(source[0]):
+            if fmt == "$1::$2":
+                found = [(m.group(1), m.group(2))]
+            else:
+                assert fmt is None, "FORMAT %r not modelled" % fmt
+                found = [(k, v) for k, v in m.groupdict().items() if v is not None]
+            for name, value in found:
+                if value == "" and not keep_empty:
+                    continue
+                if name not in fields or fields[name] is None:
+                    fields[name] = [value]
+                elif mv_add:
+                    fields[name].append(value)
+
+    def lookup_rows(self, name: str) -> List[dict]:
+        rows = self._lookups.get(name)
+        if rows is None:
+            path = self.dir / "lookups" / self.transforms[name]["filename"]
+            with path.open(newline="", encoding="utf-8") as f:
+                rows = self._lookups[name] = list(csv.DictReader(f))
+        return rows
+
+    def _lookup(self, spec: str, fields: Dict[str, Value]) -> None:
+        m = re.match(r"(\S+)\s+(.*?)\s+(OUTPUTNEW|OUTPUT)\s+(.*)$", spec)
+        table, inputs, mode, outputs = m.groups()
+        keys = _pairs(inputs)
+        values = {}
+        for column, field in keys:
+            value = fields.get(field)
+            if value is None:
+                return
+            values[column] = value[0]
+        rows = [r for r in self.lookup_rows(table) if all(r[c] == v for c, v in values.items())]
+        for column, field in _pairs(outputs):
+            if mode == "OUTPUTNEW" and fields.get(field) is not None:
+                continue
+            fields[field] = [rows[0][column]] if rows and rows[0][column] != "" else None
+
+
+def _names(value: str) -> List[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def _pairs(text: str):
+    """``a AS b c`` -> [(a, b), (c, c)]: lookup column, event field."""
+    words, out, i = text.split(), [], 0
+    while i < len(words):
+        if i + 2 < len(words) and words[i + 1] == "AS":
+            out.append((words[i], words[i + 2]))
+            i += 3
+        else:
+            out.append((words[i], words[i]))
+            i += 1
+    return out
+
+
+# -- EVAL ---------------------------------------------------------------------
+_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+(?:\.\d+)?)|(?P<op>==|!=|[(),.])'
+                    r"|(?P<field>'[^']+')|(?P<name>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+class Eval:
+    """One SPL eval expression over the subset the app's extractions use."""
+
+    def __init__(self, text: str):
+        self.tokens = []
+        pos = 0
+        text = text.strip()
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if not m or m.end() == pos:
+                raise Unsupported("cannot read %r" % text[pos:pos + 20])
+            kind = m.lastgroup
+            self.tokens.append((kind, m.group(kind)))
+            pos = m.end()
+        self.text = text
+
+    def value(self, fields: Dict[str, Value]) -> Value:
+        self.fields, self.i = fields, 0
+        result = self._expr()
+        if self.i != len(self.tokens):
+            raise Unsupported("trailing tokens in %r" % self.text)
+        return result
+
+    def _peek(self):
+        return self.tokens[self.i] if self.i < len(self.tokens) else (None, None)
+
+    def _take(self, expected=None):
+        token = self._peek()
+        if expected is not None and token[1] != expected:
+            raise Unsupported("expected %r in %r" % (expected, self.text))
+        self.i += 1
+        return token
+
+    def _expr(self):
+        left = self._atom()
+        kind, op = self._peek()
+        if op in ("==", "!="):
+            self._take()
+            right = self._atom()
+            if left is None or right is None:
+                return None
+            return [str(left == right).lower()] if op == "==" else [str(left != right).lower()]
+        if op == ".":
+            raise Unsupported("string concatenation")
+        return left
+
+    def _atom(self):
+        kind, text = self._take()
+        if kind == "str":
+            return [re.sub(r"\\([\\\"])", r"\1", text[1:-1])]
+        if kind == "num":
+            return [text]
+        if kind == "field":
+            return self.fields.get(text[1:-1])
+        if kind == "name":
+            if self._peek()[1] == "(":
+                return self._call(text)
+            return self.fields.get(text)
+        raise Unsupported("unexpected %r in %r" % (text, self.text))
+
+    def _args(self):
+        self._take("(")
+        args = []
+        while self._peek()[1] != ")":
+            args.append(self._expr())
+            if self._peek()[1] == ",":
+                self._take()
+        self._take(")")
+        return args
+
+    def _call(self, name: str):
+        args = self._args()
+        function = _FUNCTIONS.get(name)
+        if function is None:
+            raise Unsupported("function %s()" % name)
+        return function(*args)
+
+
+def _spath(document: Value, path: Value) -> Value:
+    if document is None:
+        return None
+    try:
+        node = json.loads(document[0], parse_float=str, parse_int=str)
+    except ValueError:
+        return None
+    for part in path[0].split("."):
+        multi = part.endswith("{}")
+        node = node.get(part[:-2] if multi else part) if isinstance(node, dict) else None
+        if node is None:
+            return None
+        if multi:
+            return [_spath_text(v) for v in node] if isinstance(node, list) and node else None
+    return [_spath_text(node)]
+
+
+def _spath_text(node) -> str:
+    if isinstance(node, bool):
+        return "true" if node else "false"
+    if isinstance(node, (dict, list)):
+        return json.dumps(node, separators=(",", ":"), ensure_ascii=False)
+    return str(node)
+
+
+def _replace(value: Value, pattern: Value, replacement: Value) -> Value:
+    if value is None:
+        return None
+    regex = pcre2.compile(pattern[0])
+    template = replacement[0]
+
+    def substitute(m):
+        return re.sub(r"\\(\d)", lambda g: m.group(int(g.group(1))) or "", template)
+    return [_sub(regex, substitute, v) for v in value]
+
+
+def _sub(regex, substitute, text: str) -> str:
+    out, last = [], 0
+    for m in regex.finditer(text):
+        out.append(text[last:m.start()])
+        out.append(substitute(m))
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _truth(value: Value) -> bool:
+    return value == ["true"]
+
+
+_FUNCTIONS = {
+    "coalesce": lambda *args: next((a for a in args if a is not None), None),
+    "spath": _spath,
+    "if": lambda cond, a, b: a if _truth(cond) else b,
+    "isnull": lambda value: ["true" if value is None else "false"],
+    "null": lambda: None,
+    "nullif": lambda a, b: None if a is not None and b is not None and a == b else a,
+    "split": lambda value, sep: None if value is None else value[0].split(sep[0]),
+    "replace": _replace,
+}
