@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
+from nvsiem.config import parse_bool, parse_size
 from nvsiem.sinks import resolve_secrets
 
 DEFAULT_PORT = 24224
 _SCHEMES = ("fluentd", "fluentd+tls", "fluentd+unix")
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
@@ -87,14 +86,14 @@ def parse_url(url: str) -> ForwardSettings:
         shared_key=_shared_key(query),
         self_hostname=query.pop("self_hostname", None) or socket.gethostname(),
         compress=_compress(query.pop("compress", "")),
-        ack_timeout=_number(query, "ack_timeout", 30.0, float),
-        connect_timeout=_number(query, "connect_timeout", 5.0, float),
-        batch=_number(query, "batch", 1000, int),
-        max_bytes=_number(query, "max_bytes", 8 * 1024 * 1024, int),
-        retry_after=_number(query, "retry_after", 10.0, float),
+        ack_timeout=_option(query, "ack_timeout", 30.0, float),
+        connect_timeout=_option(query, "connect_timeout", 5.0, float),
+        batch=_option(query, "batch", 1000, int),
+        max_bytes=_option(query, "max_bytes", 8 * 1024 * 1024, parse_size),
+        retry_after=_option(query, "retry_after", 10.0, float),
         tls=tls,
         ca=query.pop("ca", None) or None,
-        verify=_flag(query.pop("verify", "true"), "verify"),
+        verify=_option(query, "verify", True, parse_bool),
         cert=query.pop("cert", None) or None,
         key=query.pop("key", None) or None,
         server_hostname=query.pop("server_hostname", None) or None,
@@ -141,22 +140,15 @@ def _compress(value: str) -> bool:
     raise ConfigError(f"compress={value!r}: the Forward protocol only knows gzip")
 
 
-def _flag(value: str, name: str) -> bool:
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ConfigError(f"{name}={value!r}: use true or false")
-
-
-def _number(query: dict, name: str, default, kind):
+def _option(query: dict, name: str, default, kind):
+    """``query[name]`` converted by ``kind`` (numbers must be > 0), else ``default``."""
     if name not in query:
         return default
     raw = query.pop(name)
     try:
         value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
+    except ValueError as e:
+        raise ConfigError(f"{name}={raw!r}: {e}") from None
+    if kind is not parse_bool and value <= 0:
         raise ConfigError(f"{name} must be > 0")
     return value
