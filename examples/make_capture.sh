@@ -24,21 +24,10 @@ PYTHONPATH=tests "$python" - "$samples" <<'EOF'
 import sys
 from pathlib import Path
 
-from nc_capture import nc_listener
+from nc_capture import nc_listener, syslog_frames
 from nvsamples import load_samples
 
-samples = [s for s in load_samples(Path(sys.argv[1]))
-           if s.mode in ("text", "json") and s.transport.startswith(("UDP", "TCP"))]
-# A frame is a line starting with '<' plus the lines that continue it (a
-# text-mode value holding a raw LF, sample incident-text-5).
-frames = []
-for sample in samples:
-    for line in sample.lines:
-        if line.startswith(b"<") or not frames:
-            frames.append(line + b"\n")
-        else:
-            frames[-1] += line + b"\n"
-
+frames = syslog_frames(load_samples(Path(sys.argv[1])))
 nc = nc_listener("examples/syslog-dump.hex")
 for frame in frames:
     nc.send(frame)
@@ -51,6 +40,6 @@ short = [frame for frame in frames if len(frame) <= 8192]
 for frame in short:
     nc.send(frame)
 nc.stop()
-print("%d samples, %d frames: TCP all, UDP %d (%d longer than 8192 bytes left out)"
-      % (len(samples), len(frames), len(short), len(frames) - len(short)))
+print("%d frames: TCP all, UDP %d (%d longer than 8192 bytes left out)"
+      % (len(frames), len(short), len(frames) - len(short)))
 EOF

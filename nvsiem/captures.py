@@ -10,8 +10,9 @@ whether that was TCP or UDP, so the transport is given or detected:
   multiple of 16 bytes look merged in nc's format; they are split again at
   record starts (``nvparser._hexdump.split_records``, a heuristic).
 - ``auto``: looks at the first reads (at most 256 or 4 MiB). A read that
-  starts inside a record means a stream: ``tcp``. Reads that each hold one
-  whole record but end without LF mean datagrams: ``udp`` (NeuVector ends
+  starts inside a record, or offsets restarting at 0 (a new connection),
+  mean a stream: ``tcp``. Reads that each hold one whole record but end
+  without LF mean datagrams: ``udp`` (NeuVector ends
   every frame with LF; a relay or nc's truncation did not). If every read
   held whole LF-terminated frames both read the same, and ``tcp`` is used.
 
@@ -95,35 +96,52 @@ class CaptureReader:
 
     def _stream(self, items) -> Iterator[Unit]:
         parser, started, ended_with_lf = Parser(max_frame=self.max_frame), False, True
+        after_hole = headless = False  # headless: the next frame begins inside a hole
         for item in items:
             if isinstance(item, DeadLetter):
-                yield Unit(b"", _close(parser, ended_with_lf, "frame cut short by a hole in the capture") + [item])
-                parser, ended_with_lf = Parser(max_frame=self.max_frame), True
+                yield Unit(b"", _close(parser, ended_with_lf, _CUT_BY_HOLE) + [item])
+                parser, ended_with_lf, after_hole = Parser(max_frame=self.max_frame), True, True
                 continue
             new_stream = started and item.offset == 0
             if new_stream:
                 yield Unit(b"", _close(parser, ended_with_lf, "frame cut short: its connection ended before its LF"))
-                parser = Parser(max_frame=self.max_frame)
+                parser, headless = Parser(max_frame=self.max_frame), False
+            if after_hole:
+                after_hole, headless = False, not is_record_start(item.data)
             started, ended_with_lf = True, item.data.endswith(b"\n")
-            yield Unit(item.data, parser.feed(item.data), new_stream)
+            events = parser.feed(item.data)
+            if headless and events:
+                events[:1] = _cut(events[:1], _BEGINS_IN_HOLE)
+                headless = False
+            yield Unit(item.data, events, new_stream)
         yield Unit(b"", _close(parser, ended_with_lf, "frame cut short: the capture ends before its LF"))
 
     def _datagrams(self, items) -> Iterator[Unit]:
         parser = Parser(max_frame=self.max_frame)
         pending = b""  # a read cut at max_chunk: the rest follows
+        headless = False
         for item in items:
             if isinstance(item, DeadLetter):
                 if pending:
-                    yield Unit(b"", [DeadLetter(pending, "datagram cut short by a hole in the capture", item.offset)])
+                    yield Unit(b"", [DeadLetter(pending, _CUT_BY_HOLE, item.offset)])
                     pending = b""
                 yield Unit(b"", [item])
+                headless = True
                 continue
             pieces = split_records(pending + item.data)
             pending = pieces.pop() if item.continued and len(pieces[-1]) < _MAX_PENDING else b""
             for piece in pieces:
-                yield Unit(piece, _datagram(parser, piece))
+                events = _datagram(parser, piece)
+                if headless and not is_record_start(piece):
+                    events = _cut(events, _BEGINS_IN_HOLE)
+                headless = False
+                yield Unit(piece, events)
         if pending:
             yield Unit(pending, _datagram(parser, pending))
+
+
+_CUT_BY_HOLE = "frame cut short by a hole in the capture"
+_BEGINS_IN_HOLE = "frame begins in a hole in the capture: its start is missing"
 
 
 def _datagram(parser: Parser, datagram: bytes) -> List:
@@ -146,14 +164,16 @@ def _close(parser: Parser, ended_with_lf: bool, reason: str) -> List:
 def _detect(reads: List[HexChunk]):
     if any(not is_record_start(r.data) for r in reads):
         return "tcp", "detected: a read starts inside a record"
+    if any(r.offset == 0 for r in reads[1:]):
+        return "tcp", "detected: the offsets restart at 0, a new connection"
     if any(not r.data.endswith(b"\n") for r in reads[:-1]):
         return "udp", "detected: reads hold one record each, not all ending with LF"
-    return "tcp", "detected: every read held whole LF-terminated frames (TCP and UDP read the same)"
+    return "tcp", "detected: every read held whole LF-terminated frames, which TCP and UDP read alike"
 
 
 def _cut(events: List, reason: str) -> List:
-    """Records from a frame that did not end as NeuVector ends frames -> dead letters."""
-    return [DeadLetter(e.raw, reason, e.offset) if isinstance(e, Record) else e for e in events]
+    """Frames that did not end as NeuVector ends frames -> dead letters saying why."""
+    return [DeadLetter(e.raw, reason, e.offset) if isinstance(e, (Record, DeadLetter)) else e for e in events]
 
 
 def _chain(first: list, rest) -> Iterator:

@@ -63,7 +63,7 @@ class Listener:
         self.udp = udp
         self.dump_path = dump_path
         self.expected = 0  # data bytes the dump must hold once all is logged
-        argv = [str(self.port) if a == "PORT" else a for a in argv]
+        argv = [a.replace("PORT", str(self.port)) for a in argv]
         self.stdout = open(stdout_path or os.devnull, "wb")
         self.process = subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                         stdout=self.stdout, stderr=subprocess.PIPE)
@@ -110,3 +110,22 @@ class Listener:
 def nc_listener(dump_path, udp=False, **kwargs) -> Listener:
     argv = [NC, "-l", "-s", "127.0.0.1", "-p", "PORT", "-o", str(dump_path)]
     return Listener(argv[:1] + (["-u"] if udp else []) + argv[1:], dump_path, udp=udp, **kwargs)
+
+
+def syslog_frames(samples) -> list:
+    """The syslog frames of the reference samples, as NeuVector writes them.
+
+    Samples sent as syslog (text and JSON modes over UDP, TCP or TLS), in
+    file order; a frame is a line starting with '<' plus the lines that
+    continue it (a text-mode value holding a raw LF), each ending with LF.
+    """
+    frames = []
+    for sample in samples:
+        if sample.mode not in ("text", "json") or not sample.transport.startswith(("UDP", "TCP")):
+            continue
+        for line in sample.lines:
+            if line.startswith(b"<") or not frames:
+                frames.append(line + b"\n")
+            else:
+                frames[-1] += line + b"\n"
+    return frames

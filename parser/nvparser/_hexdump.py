@@ -81,9 +81,8 @@ def format_hexdump(direction: str, offset: int, data: bytes) -> str:
     lines = []
     for start in range(0, len(data), LINE_BYTES):
         part = data[start:start + LINE_BYTES]
-        hex_column = "".join("%02x " % b for b in part).ljust(_HEX_END - 11)
-        lines.append("%s %08x %s# %s\n" % (
-            direction, (offset + start) % _OFFSET_MOD, hex_column,
+        lines.append("%s %08x %-48s# %s\n" % (
+            direction, (offset + start) % _OFFSET_MOD, part.hex(" "),
             part.translate(_ASCII_COLUMN).decode("ascii")))
     return "".join(lines)
 
