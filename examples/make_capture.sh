@@ -24,22 +24,16 @@ PYTHONPATH=tests "$python" - "$samples" <<'EOF'
 import sys
 from pathlib import Path
 
-from nc_capture import nc_listener, syslog_frames
+from nc_capture import nc_capture, syslog_frames
 from nvsamples import load_samples
 
 frames = syslog_frames(load_samples(Path(sys.argv[1])))
-nc = nc_listener("examples/syslog-dump.hex")
-for frame in frames:
-    nc.send(frame)
-nc.stop()
+nc_capture("examples/syslog-dump.hex", frames)
 
 # nc.traditional reads UDP into an 8192-byte buffer and drops the rest of a
 # longer datagram: leave those frames out rather than ship a cut record.
-nc = nc_listener("examples/syslog-dump-udp.hex", udp=True)
 short = [frame for frame in frames if len(frame) <= 8192]
-for frame in short:
-    nc.send(frame)
-nc.stop()
+nc_capture("examples/syslog-dump-udp.hex", short, udp=True)
 print("%d frames: TCP all, UDP %d (%d longer than 8192 bytes left out)"
       % (len(frames), len(short), len(frames) - len(short)))
 EOF

@@ -112,6 +112,14 @@ def nc_listener(dump_path, udp=False, **kwargs) -> Listener:
     return Listener(argv[:1] + (["-u"] if udp else []) + argv[1:], dump_path, udp=udp, **kwargs)
 
 
+def nc_capture(dump_path, frames, udp=False) -> bytes:
+    """Capture ``frames`` with nc.traditional, one read (datagram) each: the dump."""
+    nc = nc_listener(dump_path, udp=udp)
+    for frame in frames:
+        nc.send(frame)
+    return nc.stop()
+
+
 def syslog_frames(samples) -> list:
     """The syslog frames of the reference samples, as NeuVector writes them.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nc_capture import WAIT, Listener, needs_nc, nc_listener, syslog_frames
+from nc_capture import WAIT, Listener, nc_capture, needs_nc, nc_listener, syslog_frames
 from nvparser._hexdump import format_hexdump, read_hexdump
 from nvsamples import assert_same_records, expected_records, load_samples
 from nvsiem.cli import main
@@ -49,27 +49,12 @@ def capture_listener(tmp_path, dump, udp=False, *options):
 
 
 @needs_nc
-def test_replay_of_an_nc_tcp_capture_gives_the_records_sent(tmp_path):
-    dump = tmp_path / "tcp.hex"
-    nc = nc_listener(dump)
-    for frame in FRAMES:
-        nc.send(frame)
-    nc.stop()
-    for transport in ("auto", "tcp"):
-        status, records, letters = replay(tmp_path, dump, "--transport", transport)
-        assert (status, letters) == (0, [])
-        assert_same_records(records, expected(SAMPLES))
-
-
-@needs_nc
-def test_replay_of_an_nc_udp_capture_gives_the_records_sent(tmp_path):
-    dump = tmp_path / "udp.hex"
-    samples = short_samples()
-    nc = nc_listener(dump, udp=True)
-    for frame in syslog_frames(samples):
-        nc.send(frame)
-    nc.stop()
-    for transport in ("auto", "udp"):
+@pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
+def test_replay_of_an_nc_capture_gives_the_records_sent(tmp_path, udp):
+    samples = short_samples() if udp else SAMPLES
+    dump = tmp_path / "nc.hex"
+    nc_capture(dump, syslog_frames(samples), udp)
+    for transport in ("auto", "udp" if udp else "tcp"):
         status, records, letters = replay(tmp_path, dump, "--transport", transport)
         assert (status, letters) == (0, [])
         assert_same_records(records, expected(samples))
@@ -84,10 +69,7 @@ def test_udp_datagrams_merged_in_the_dump_still_give_one_record_each(tmp_path):
     for frame in syslog_frames(samples):
         frames.append(frame[:-2] + b" " * (-len(frame) % 16) + b"}\n")
     dump = tmp_path / "udp16.hex"
-    nc = nc_listener(dump, udp=True)
-    for frame in frames:
-        nc.send(frame)
-    nc.stop()
+    nc_capture(dump, frames, udp=True)
     with open(dump, "rb") as text:
         assert len(list(read_hexdump(text))) == 1  # one chunk: the boundaries are gone
     status, records, letters = replay(tmp_path, dump, "--transport", "udp")
@@ -213,10 +195,7 @@ def test_replay_send_udp_keeps_datagram_boundaries(tmp_path):
     samples = short_samples()
     frames = syslog_frames(samples)
     dump = tmp_path / "udp.hex"
-    nc = nc_listener(dump, udp=True)
-    for frame in frames:
-        nc.send(frame)
-    nc.stop()
+    nc_capture(dump, frames, udp=True)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         receiver.bind(("127.0.0.1", 0))

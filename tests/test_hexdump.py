@@ -8,7 +8,7 @@ import os
 
 from hypothesis import given, settings, strategies as st
 
-from nc_capture import needs_nc, nc_listener
+from nc_capture import nc_capture, needs_nc, nc_listener
 from nvparser._hexdump import (HexChunk, HexDumpDecoder, HexDumpError, format_hexdump,
                                read_hexdump, split_records)
 
@@ -94,12 +94,7 @@ def test_udp_datagrams_of_16_bytes_merge_and_split_records_recovers_them(tmp_pat
               b"{\"notification\": \"event\", \"a\":1}\n"]
     frames = [frame.ljust(size, b" ") for frame, size in zip(frames, (32, 64, 48))]
     assert [len(f) % 16 for f in frames] == [0, 0, 0]
-    dump = tmp_path / "udp16.hex"
-    nc = nc_listener(dump, udp=True)
-    for frame in frames:
-        nc.send(frame)
-    nc.send(b"<134>1 2025-03-14T09:26:49Z tail\n")
-    text = nc.stop()
+    text = nc_capture(tmp_path / "udp16.hex", frames + [b"<134>1 2025-03-14T09:26:49Z tail\n"], udp=True)
     (merged,) = chunks_of(decode(text))
     assert split_records(merged.data) == frames + [b"<134>1 2025-03-14T09:26:49Z tail\n"]
 
