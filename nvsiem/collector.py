@@ -40,6 +40,18 @@ def record_line(data: dict) -> bytes:
     return json_dumps(data)
 
 
+def _pieces(lines: List[bytes], max_bytes: int):
+    """Split ``lines`` into runs of at most ``max_bytes`` (one line at least)."""
+    start, size = 0, 0
+    for i, line in enumerate(lines):
+        if size and size + len(line) + 1 > max_bytes:
+            yield lines[start:i]
+            start, size = i, 0
+        size += len(line) + 1
+    if start < len(lines):
+        yield lines[start:]
+
+
 class Collector:
     """Owns the spool, the dead-letter file, the sink workers and the sources."""
 
@@ -56,14 +68,13 @@ class Collector:
 
     # -- acceptance --------------------------------------------------------
 
-    def accept(self, events: Iterable, source: str, timeout: Optional[float] = None, final: bool = True) -> bool:
-        """Spool ``events`` from ``source``; wait up to ``timeout`` for room (None: as long as it takes).
+    def accept(self, events: Iterable, source: str, timeout: Optional[float] = None) -> bool:
+        """Spool ``events`` from ``source``; wait up to ``timeout`` for room (None: until there is room or we stop).
 
-        False: refused (spool full or failing) and nothing of it kept. A
-        refusal counts as dropped input unless ``final`` is False (the
-        caller will offer the same events again).
+        False: some records were refused (spool full or failing); they are
+        counted as dropped and logged. Records go to the spool in pieces of
+        at most 1/8 of the quota, so even a large batch fits once sinks catch up.
         """
-        events = list(events)
         lines, dead, kinds, skipped = [], [], Tally(), 0
         for event in events:
             if type(event) is Record:
@@ -75,26 +86,31 @@ class Collector:
             else:
                 skipped += 1
         m = self.metrics
-        if lines:
-            try:
-                appended = self.spool.append(lines, timeout)
-                reason = "spool_full"
-            except OSError as exc:
-                log.error("spool append failed: %s", exc)
-                appended, reason = False, "spool_error"
-            if not appended:
-                if final:
-                    self.refused(source, len(events), reason)
-                return False
-        m.received_frames.labels(source).inc(len(events))
-        for kind, n in kinds.items():
-            m.parsed.labels(source, kind or "unknown").inc(n)
+        m.received_frames.labels(source).inc(len(lines) + len(dead) + skipped)
         if dead:
             with self._dead_lock:
                 self._dead.write_lines(dead)
             m.dead_letters.labels(source).inc(len(dead))
         if skipped:
             m.skipped.labels(source).inc(skipped)
+        refused = 0
+        for piece in _pieces(lines, self.spool.quota_bytes // 8):
+            if refused:
+                refused += len(piece)
+                continue
+            try:
+                appended = self.spool.append(piece, timeout)
+                reason = "spool_full"
+            except OSError as exc:
+                log.error("spool append failed: %s", exc)
+                appended, reason = False, "spool_error"
+            if not appended:
+                refused = len(piece)
+        if refused:
+            self.refused(source, refused, reason)
+            return False
+        for kind, n in kinds.items():
+            m.parsed.labels(source, kind or "unknown").inc(n)
         return True
 
     def refused(self, source: str, count: int, reason: str) -> None:
@@ -141,6 +157,7 @@ class Collector:
     def stop(self) -> None:
         """Stop receiving, make the spool durable, let sinks drain until ``drain_timeout``."""
         deadline = time.monotonic() + self.config.drain_timeout
+        self.spool.stop_waiting()  # a source waiting for room must not hold up the stop
         for source in self.sources:
             source.stop()
         self.spool.sync()

@@ -67,7 +67,9 @@ class Spool:
         self._lock = threading.Condition()
         self._readers: List["SpoolReader"] = []
         self._closed = False
+        self._no_wait = False
         self._full = False
+        self._full_logged = -60.0
         self._dirty = False
         self._last_error: Optional[str] = None
         os.makedirs(directory, exist_ok=True)
@@ -97,12 +99,13 @@ class Spool:
             while not self._has_room(len(data)):
                 self._set_full(True)
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if self._closed or (remaining is not None and remaining <= 0):
+                if self._closed or self._no_wait or (remaining is not None and remaining <= 0):
                     return False
                 self._lock.wait(remaining if remaining is not None else 1.0)
             if self._closed:
                 return False
-            self._set_full(False)
+            if self._full and self.used_bytes_locked() + len(data) <= self.quota_bytes * 0.9:
+                self._set_full(False)  # hysteresis: no flapping while small appends still fit
             if self._sizes[self._active] and self._sizes[self._active] + len(data) > self.segment_bytes:
                 self._roll()
             self._write(data)
@@ -137,11 +140,18 @@ class Spool:
         if full == self._full:
             return
         self._full = full
+        # Under sustained back-pressure the state flips often: say it loudly once a minute at most.
+        loud = time.monotonic() - self._full_logged >= 60.0
         if full:
-            log.warning("spool quota reached: %d of %d bytes in %s; new input waits or is refused until a sink catches up",
-                        self.used_bytes_locked(), self.quota_bytes, self.directory)
+            if loud:
+                self._full_logged = time.monotonic()
+            log.log(logging.WARNING if loud else logging.DEBUG,
+                    "spool quota reached: %d of %d bytes in %s; TCP and file input wait, UDP and webhook input "
+                    "is refused (nvsiem_dropped_frames_total) until a sink catches up",
+                    self.used_bytes_locked(), self.quota_bytes, self.directory)
         else:
-            log.info("spool has room again: %d of %d bytes", self.used_bytes_locked(), self.quota_bytes)
+            log.log(logging.INFO if loud else logging.DEBUG, "spool has room again: %d of %d bytes",
+                    self.used_bytes_locked(), self.quota_bytes)
         if self._on_full:
             self._on_full(full)
 
@@ -168,6 +178,12 @@ class Spool:
                     except OSError as exc:
                         self._last_error = "spool fsync failed: %s" % exc
                         log.error(self._last_error)
+
+    def stop_waiting(self) -> None:
+        """Make appends waiting for room (and later ones) give up at once: the collector is stopping."""
+        with self._lock:
+            self._no_wait = True
+            self._lock.notify_all()
 
     def sync(self) -> None:
         with self._lock:
@@ -255,6 +271,8 @@ class Spool:
                 pass
             del self._sizes[number]
             self._lock.notify_all()
+        if self._full and self.used_bytes_locked() <= self.quota_bytes * 0.9:
+            self._set_full(False)
 
     def _end_of(self, segment: int) -> Tuple[int, Optional[int]]:
         """(bytes readable in ``segment``, next segment number or None)."""

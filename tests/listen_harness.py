@@ -180,6 +180,7 @@ class ControlledSink(Sink):
         self.mode = "ok"
         self.records: List[dict] = []
         self.attempts = 0
+        self.partial_failures = 0
         self.changed = threading.Condition()
         ControlledSink.instances.append(self)
 
@@ -197,6 +198,7 @@ class ControlledSink(Sink):
         if mode == "fail":
             raise SinkError("test destination is down")
         if mode == "partial":
+            self.partial_failures += 1
             self.records.extend(json.loads(x) for x in batch[: len(batch) // 2])
             raise SinkError("test destination failed mid-batch")
         self.records.extend(json.loads(x) for x in batch)

@@ -5,7 +5,7 @@ import threading
 from typing import Dict
 from urllib.parse import parse_qs, urlsplit
 
-from nvparser import Parser
+from nvparser import DeadLetter, Parser
 
 log = logging.getLogger("nvsiem.sources")
 
@@ -48,17 +48,27 @@ class Source:
     def received(self, nbytes: int) -> None:
         self.collector.metrics.received_bytes.labels(self.label).inc(nbytes)
 
+    def finish(self, parser: Parser, ended_with_lf: bool) -> list:
+        """The events still held by ``parser`` at the end of a stream.
+
+        NeuVector ends every frame with LF, so a stream that stops without
+        one was cut mid-frame (the sender died, or we stopped reading): that
+        last piece is a dead letter, not a record with fields missing.
+        """
+        events = parser.close()
+        if events and not ended_with_lf:
+            cut = events[-1]
+            events[-1] = DeadLetter(cut.raw, "stream ended in the middle of this frame (no LF): truncated", cut.offset)
+        return events
+
     def spool(self, events) -> None:
         """Spool events from a stream, waiting while the spool is full.
 
         Not reading while the spool is full is the back-pressure: the
         sender's writes block (TCP) or the file stays unread (tail).
         """
-        if not events:
-            return
-        while not self.collector.accept(events, self.label, timeout=1.0, final=self._stopping.is_set()):
-            if self._stopping.is_set():
-                return
+        if events:
+            self.collector.accept(events, self.label, timeout=None)
 
     def spawn(self, target, name: str, *args) -> threading.Thread:
         thread = threading.Thread(target=self._guard, args=(target, name) + args, name=name, daemon=True)

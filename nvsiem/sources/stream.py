@@ -62,7 +62,7 @@ class StreamSource(Source):
                 conn.close()
                 return
         log.info("%s: connection from %s", self.label, peer)
-        parser, held = self.parser(), False
+        parser, held, ended_with_lf = self.parser(), False, True
         conn.settimeout(self.config.idle_flush)
         stop_by = None
         try:
@@ -88,9 +88,9 @@ class StreamSource(Source):
                     break
                 self.received(len(data))
                 self.spool(parser.feed(data))
-                held = True
+                held, ended_with_lf = True, data.endswith(b"\n")
         finally:
-            self.spool(parser.close())
+            self.spool(self.finish(parser, ended_with_lf))
             conn.close()
             log.info("%s: connection from %s closed", self.label, peer)
 

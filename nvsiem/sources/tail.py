@@ -9,7 +9,8 @@ reading restarts at 0.
 
 The read position is kept in ``tail-<id>.json`` in the spool directory,
 written whenever the parser holds nothing back (the file has been quiet
-for ``idle_flush`` seconds, or on rotation and stop). A restart resumes
+for ``idle_flush`` seconds, or on rotation and stop); a line still being
+written (no LF yet) is left for the next start to read whole. A restart resumes
 there, even if the file was rotated meanwhile (the old file is found in its
 directory by inode). After a crash, the lines read since the last quiet
 moment are read again: duplicates, never gaps.
@@ -79,6 +80,7 @@ class TailSource(Source):
         if f is None:
             return
         parser, held, quiet_since = self.parser(), False, time.monotonic()
+        partial = 0  # bytes after the last LF read: a line still being written
         try:
             while True:
                 data = f.read(_READ)
@@ -86,6 +88,8 @@ class TailSource(Source):
                     self.received(len(data))
                     self.spool(parser.feed(data))
                     pos += len(data)
+                    nl = data.rfind(b"\n")
+                    partial = partial + len(data) if nl < 0 else len(data) - nl - 1
                     held, quiet_since = True, time.monotonic()
                     continue
                 if self._stopping.is_set():
@@ -93,7 +97,7 @@ class TailSource(Source):
                 if held and time.monotonic() - quiet_since >= self.config.idle_flush:
                     self.spool(parser.flush())
                     held = False
-                    self._save(inode, pos)
+                    self._save(inode, pos - partial)
                 try:
                     st = os.stat(self.path)
                 except FileNotFoundError:
@@ -101,16 +105,17 @@ class TailSource(Source):
                 if st is not None and st.st_ino != inode:
                     data = f.read()  # what was written before the rename
                     self.received(len(data))
-                    self.spool(parser.feed(data) + parser.close())
+                    ended_with_lf = data.endswith(b"\n") if data else partial == 0
+                    self.spool(parser.feed(data) + self.finish(parser, ended_with_lf))
                     f.close()
                     f = open(self.path, "rb")
-                    inode, pos, held = os.fstat(f.fileno()).st_ino, 0, False
+                    inode, pos, held, partial = os.fstat(f.fileno()).st_ino, 0, False, 0
                     parser = self.parser()
                     self._save(inode, pos)
                     log.info("%s: following the new %s (rotated)", self.label, self.path)
                 elif st is not None and st.st_size < pos:
-                    self.spool(parser.close())
-                    parser, held = self.parser(), False
+                    self.spool(self.finish(parser, partial == 0))
+                    parser, held, partial = self.parser(), False, 0
                     f.seek(0)
                     pos = 0
                     self._save(inode, pos)
@@ -118,6 +123,7 @@ class TailSource(Source):
                 else:
                     self._stopping.wait(0.2)
         finally:
-            self.spool(parser.close())
-            self._save(inode, pos)
+            # A line still being written is read again, whole, on the next start.
+            self.spool(parser.flush())
+            self._save(inode, pos - partial)
             f.close()

@@ -25,6 +25,8 @@ from .base import Source, log, server_tls_context
 
 class WebhookSource(Source):
     options = ("cert", "key")
+    #: Seconds a request waits for room in a full spool before the 500.
+    spool_wait = 5.0
 
     def __init__(self, url: str, collector) -> None:
         super().__init__(url, collector)
@@ -49,7 +51,7 @@ class WebhookSource(Source):
                 body = self.rfile.read(length)
                 source.received(len(body))
                 event = parse_webhook(body, self.headers.get("Content-Type"))
-                if source.collector.accept([event], source.label, timeout=5.0):
+                if source.collector.accept([event], source.label, timeout=source.spool_wait):
                     self._reply(200, b"ok\n")
                 else:
                     self._reply(500, b"spool unavailable, retry\n")

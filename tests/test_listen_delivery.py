@@ -1,0 +1,219 @@
+"""At-least-once delivery of ``nvsiem listen``: failing sinks, a full spool, kill -9, SIGTERM.
+
+The contract these tests hold the collector to (see nvsiem/collector.py):
+every record spooled is delivered to every sink it is meant for; a sink sees
+a record twice only (a) after a crash of the collector, at most the batch it
+had in flight (``max_batch`` records per sink per crash), or (b) when the
+destination stored part of a batch and then failed, at most that part, per
+such failure.
+"""
+import http.client
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from listen_harness import (CollectorProcess, ControlledSink, delivered, frames, free_port, numbered, sample,
+                            seq_of, start_collector, wait_until)
+from nvsiem.sinks import SINKS
+from nvsiem.sinks.file import FileSink
+from nvsiem.sources.webhook import WebhookSource
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def controlled(monkeypatch):
+    monkeypatch.setitem(SINKS, "test", "listen_harness:ControlledSink")
+    ControlledSink.instances.clear()
+    made = []
+    yield made
+    for sink in ControlledSink.instances:
+        sink.set_mode("ok")
+    for c in made:
+        c.stop()
+
+
+def parsed(c) -> float:
+    return sum(s.get() for s in (m._value for m in c.metrics.parsed._metrics.values()))
+
+
+def first_occurrences(records):
+    seen, order = set(), []
+    for r in records:
+        if seq_of(r) not in seen:
+            seen.add(seq_of(r))
+            order.append(seq_of(r))
+    return order
+
+
+def test_sink_fails_stalls_and_recovers_mid_stream(tmp_path, controlled):
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"], ["test://siem?token=s3cr3t"])
+    controlled.append(c)
+    (sink,), (worker,) = ControlledSink.instances, c.workers
+    conn = socket.create_connection(("127.0.0.1", c.sources[0].port))
+    conn.sendall(b"".join(frames(0, 1000)))
+    wait_until(lambda: len(sink.records) >= 1000, what="first records")
+
+    sink.set_mode("fail")  # the SIEM goes down: the backlog grows on disk, reception goes on
+    conn.sendall(b"".join(frames(1000, 2000)))
+    wait_until(lambda: parsed(c) >= 2000, what="records spooled while the sink is down")
+    wait_until(lambda: worker.last_error, what="the failure to be noticed")
+    assert worker.reader.backlog_bytes >= 1000 * 1000
+    ok, report = c.health()
+    assert ok and report["sinks"] == {"test://siem?token=***": {
+        "up": False, "error": "SinkError: test destination is down", "backlog_bytes": worker.reader.backlog_bytes}}
+    assert "s3cr3t" not in json.dumps(report)
+
+    sink.set_mode("partial")  # stores half a batch, then fails: the retry duplicates that half
+    wait_until(lambda: sink.partial_failures >= 2, what="partial failures")
+    sink.set_mode("stall")  # the SIEM hangs
+    conn.sendall(b"".join(frames(2000, 3000)))
+    wait_until(lambda: parsed(c) >= 3000, what="records spooled while the sink hangs")
+    sink.set_mode("ok")
+    conn.close()
+    wait_until(lambda: len(sink.seqs) >= 3000, what="recovery")
+    wait_until(lambda: worker.reader.backlog_bytes == 0, what="backlog drained")
+    counts = sink.seqs
+    assert set(counts) == set(range(3000))
+    duplicates = sum(counts.values()) - 3000
+    assert duplicates <= sink.partial_failures * (ControlledSink.max_batch // 2)
+    assert first_occurrences(sink.records) == list(range(3000))  # drained in order
+    assert worker.last_error is None
+
+
+def test_fan_out_with_type_filter(tmp_path):
+    everything, threats = tmp_path / "all.jsonl", tmp_path / "threats.jsonl"
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"],
+                        ["file://%s" % everything, "file://%s?types=threat" % threats])
+    try:
+        mixed = frames(0, 50) + frames(50, 60, sample("threat-text-2")) + frames(60, 100)
+        with socket.create_connection(("127.0.0.1", c.sources[0].port)) as s:
+            s.sendall(b"".join(mixed))
+        wait_until(lambda: len(delivered(str(everything))) >= 100 and len(delivered(str(threats))) >= 10)
+    finally:
+        c.stop()
+    assert delivered(str(everything)) == {i: 1 for i in range(100)}
+    assert delivered(str(threats)) == {i: 1 for i in range(50, 60)}
+    assert {json.loads(x)["notification"] for x in open(threats, "rb")} == {"threat"}
+
+
+def test_full_spool_pushes_back_on_tcp_and_refuses_udp_and_webhooks_loudly(tmp_path, controlled, caplog, monkeypatch):
+    monkeypatch.setattr(WebhookSource, "spool_wait", 0.2)
+    quota = 256 << 10
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0", "udp://127.0.0.1:0", "webhook://127.0.0.1:0"], ["test://siem"],
+                        spool_quota=quota, spool_segment=64 << 10)
+    controlled.append(c)
+    (sink,) = ControlledSink.instances
+    tcp, udp, webhook = (s.port for s in c.sources)
+    sink.set_mode("fail")
+    total = 12000  # 12.5 MB: more than the quota plus what the kernel buffers on both ends
+    sender = threading.Thread(target=lambda: socket.create_connection(("127.0.0.1", tcp)).sendall(
+        b"".join(frames(0, total))))
+    sender.daemon = True
+    with caplog.at_level(logging.WARNING):
+        sender.start()
+        wait_until(lambda: c.spool.full, what="the quota to be reached")
+        assert any("spool quota reached" in r.getMessage() for r in caplog.records)
+        assert c.spool.used_bytes <= quota
+        assert sender.is_alive()  # TCP is pushed back on, not dropped
+
+        # Smaller inputs may still fit in what is left; webhooks fill it until NeuVector is told to retry.
+        statuses = []
+        for n in range(20000, 20020):
+            conn = http.client.HTTPConnection("127.0.0.1", webhook, timeout=10)
+            conn.request("POST", "/", body=numbered(sample("webhook-json-2"), n),
+                         headers={"Content-Type": "application/json"})
+            statuses.append(conn.getresponse().status)
+            conn.close()
+            if statuses[-1] != 200:
+                break
+        assert statuses[-1] == 500  # NeuVector retries a 500 (and only a 500)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            for frame in frames(1000, 1010):
+                u.sendto(frame, ("127.0.0.1", udp))
+        wait_until(lambda: c.metrics.dropped.labels(c.sources[1].label, "spool_full")._value.get() == 10,
+                   what="UDP drops to be counted")
+    sink.set_mode("ok")
+    sender.join(30)
+    accepted_webhooks = {20000 + i: 1 for i, status in enumerate(statuses) if status == 200}
+    wait_until(lambda: len(sink.seqs) >= total + len(accepted_webhooks), what="the backlog to drain")
+    assert sink.seqs == {**{i: 1 for i in range(total)}, **accepted_webhooks}  # no UDP datagram: they were refused
+    assert not c.spool.full
+
+
+def spooled(spool: Path) -> set:
+    """Sequence numbers in the spool's segment files (what the collector accepted and still keeps)."""
+    seen = set()
+    for path in spool.glob("segment-*.jsonl"):
+        seen.update(seq_of(json.loads(line)) for line in open(path, "rb") if line.strip())
+    return seen
+
+
+def stream(port: int, start: int, stop: int, stop_event: threading.Event = None) -> int:
+    """Send records start..stop-1 in small paced chunks; return how many the socket took before it broke."""
+    sent = start
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for first in range(start, stop, 100):
+                s.sendall(b"".join(frames(first, min(stop, first + 100))))
+                sent = min(stop, first + 100)
+                time.sleep(0.004)
+    except OSError:
+        pass
+    return sent
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing_accepted(tmp_path):
+    port = free_port()
+    out = tmp_path / "out.jsonl"
+    # Configured through the environment, as in Kubernetes.
+    env = {"NVSIEM_LISTEN": "tcp://127.0.0.1:%d" % port, "NVSIEM_TO": "file://%s" % out}
+    proc = CollectorProcess(tmp_path, [], [], env=env).start()
+    total = 25000
+    try:
+        result = {}
+        sender = threading.Thread(target=lambda: result.setdefault("sent", stream(port, 0, total)))
+        sender.start()
+        wait_until(lambda: out.exists() and out.stat().st_size > 5_000_000, what="the stream to be under way")
+        proc.kill9()
+        sender.join(30)
+        accepted = set(delivered(str(out))) | spooled(tmp_path / "spool")
+        # One connection, in order: what was accepted is a prefix of what was sent, without gaps.
+        k = len(accepted)
+        assert 0 < k < total and accepted == set(range(k))
+        proc.start()
+        assert stream(port, k, total) == total  # the sender goes on where acceptance stopped
+        wait_until(lambda: len(delivered(str(out))) >= total, 60, "all records after the restart")
+        counts = delivered(str(out))
+        assert set(counts) == set(range(total))
+        duplicates = sum(counts.values()) - total
+        assert duplicates <= FileSink.max_batch  # at most the batch in flight at the kill
+        assert proc.terminate() == 0
+    finally:
+        proc.stop()
+
+
+def test_sigterm_under_load_drains_cleanly(tmp_path):
+    port = free_port()
+    out = tmp_path / "out.jsonl"
+    proc = CollectorProcess(tmp_path, ["tcp://127.0.0.1:%d" % port], ["file://%s" % out]).start()
+    try:
+        sender = threading.Thread(target=stream, args=(port, 0, 1_000_000))
+        sender.start()
+        wait_until(lambda: out.exists() and out.stat().st_size > 5_000_000, what="the stream to be under way")
+        assert proc.terminate() == 0
+        sender.join(30)
+        counts = delivered(str(out))
+        k = len(counts)
+        assert k > 0 and set(counts) == set(range(k))  # a prefix, no gaps...
+        assert set(counts.values()) == {1}  # ...and no duplicates: nothing was in flight at the stop
+        assert spooled(tmp_path / "spool") <= set(counts)  # everything accepted was delivered before exit
+        assert "stopped" in proc.log.read_text()
+    finally:
+        proc.stop()
