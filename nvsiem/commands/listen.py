@@ -19,6 +19,7 @@ from .. import config as settings
 from ..collector import Collector
 from ..logs import setup_logging
 from ..metrics import serve
+from ..netaddr import parse_address
 from ..sources import open_source
 
 HELP = "receive syslog/webhooks/pod logs and deliver them to sinks (spooled, at-least-once)"
@@ -62,7 +63,6 @@ def run(args) -> int:
 
 
 def address_of(url: str):
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url if "://" in url else "tcp://" + url)
-    return parts.hostname or "0.0.0.0", parts.port or 9090
+    """(host, port) of ``--metrics``: ``tcp://0.0.0.0:9090`` or ``0.0.0.0:9090``."""
+    address = parse_address(url if "://" in url else "tcp://" + url, schemes=("tcp", "http"))
+    return address.host, address.port

@@ -7,6 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from nvparser import DeadLetter, Parser
 
+from ..netaddr import parse_address
+
 log = logging.getLogger("nvsiem.sources")
 
 
@@ -26,7 +28,12 @@ class Source:
         self.label = "%s://%s%s" % (parts.scheme, parts.netloc, parts.path)  # options (cert paths) left out
         self.collector = collector
         self.config = collector.config
-        self.query: Dict[str, str] = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+        if parts.scheme == "file":
+            self.addr = None
+            self.query: Dict[str, str] = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        else:
+            self.addr = parse_address(url, schemes=(parts.scheme,))
+            self.query = self.addr.query
         unknown = set(self.query) - set(self.options)
         if unknown:
             raise ValueError("%s: unknown option(s) %s (known: %s)" % (
@@ -37,10 +44,7 @@ class Source:
 
     def address(self):
         """(host, port) to bind."""
-        parts = urlsplit(self.url)
-        if parts.port is None:
-            raise ValueError("%s: give a port, e.g. %s://0.0.0.0:10514" % (self.label, parts.scheme))
-        return parts.hostname or "0.0.0.0", parts.port
+        return self.addr.host, self.addr.port
 
     def parser(self) -> Parser:
         return Parser(max_frame=self.config.max_frame)
