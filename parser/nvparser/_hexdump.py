@@ -38,7 +38,9 @@ _MAX_RAW_LINE = 4096
 
 # bytes.translate table rendering a byte the way nc's ascii column does.
 _ASCII_COLUMN = bytes(b if 32 <= b < 127 else 0x2E for b in range(256))
-_LINE_RE = re.compile(rb"([<>]) ([0-9a-f]{8}) ")
+_LINE_START = re.compile(rb"([<>]) ([0-9a-f]{8}) ")
+# A well-formed line in one match: the fast path of _parse_line.
+_LINE = re.compile(rb"([<>]) ([0-9a-f]{8}) ((?:[0-9a-f]{2} ){1,16})( *)# ([ -~]{1,16})")
 
 
 class HexChunk(NamedTuple):
@@ -201,10 +203,22 @@ def _gap_reason(expected: int, offset: int) -> str:
 
 def _parse_line(line: bytes):
     """(direction, offset, data) for one of nc's lines, else the reason it is not."""
+    match = _LINE.fullmatch(line)
+    if match is not None:
+        hex_part, ascii_part = match.group(3), match.group(5)
+        if len(hex_part) == 3 * len(ascii_part) and len(hex_part) + len(match.group(4)) == 48:
+            data = bytes.fromhex(hex_part.decode("ascii"))
+            if data.translate(_ASCII_COLUMN) == ascii_part:
+                return match.group(1).decode("ascii"), int(match.group(2), 16), data
+    return _parse_line_slowly(line)
+
+
+def _parse_line_slowly(line: bytes):
+    """_parse_line column by column, to say what is wrong with a line."""
     if not _MIN_LINE <= len(line) <= _MAX_LINE:
         return "not an nc hex dump line: %d characters, expected %d to %d" % (
             len(line), _MIN_LINE, _MAX_LINE)
-    head = _LINE_RE.match(line)
+    head = _LINE_START.match(line)
     if head is None:
         return "not an nc hex dump line: expected '< ' or '> ', 8 lowercase hex digits and a space"
     if line[_HEX_END:_ASCII_START] != b"# ":
