@@ -119,3 +119,18 @@ def test_json_mode_keeps_go_escapes_and_unicode():
 def test_bom_before_the_body_is_ignored():
     _, data = data_without(("<134>1 2025-03-14T08:00:13Z h a 1 neuvector - \ufeff" + BODY).encode())
     assert data["name"] == "User.Login"
+
+
+def test_fast_path_agrees_with_the_general_path_on_every_reference_frame():
+    from nvparser._decode import _parse
+    from nvparser._fast import fast_record
+    from nvsamples import load_samples
+
+    fast = 0
+    for sample in load_samples():
+        for line in sample.lines:
+            quick = fast_record(line, 0)
+            if quick is not None:
+                fast += 1
+                assert quick == _parse(line, 0), sample.id
+    assert fast >= 20  # the wire form of NeuVector's frames does take the fast path

@@ -6,7 +6,8 @@ from ._codec import json_loads
 from ._events import DeadLetter, Record, Skipped
 from ._header import split_header
 from ._schema import FIELDS
-from ._text import parse_pairs, type_values
+from ._fast import fast_record
+from ._text import coerce_floats, parse_pairs, type_values
 
 
 def _replace_each_byte(error: UnicodeDecodeError):
@@ -20,7 +21,6 @@ codecs.register_error("nvparser.replace", _replace_each_byte)
 
 _CRI = re.compile(r"(\d{4}-\d\d-\d\dT\S+) (stdout|stderr) ([FP]) ")
 _CONTROLLER_LOG = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+\|[A-Z]+\|")
-_FLOAT_KEYS = ("score", "score_v3")
 
 
 def decode_text(raw: bytes) -> str:
@@ -33,7 +33,7 @@ def decode_text(raw: bytes) -> str:
 def parse_frame(raw: bytes, offset: int = 0):
     """Decode one frame (no trailing LF) into a Record, DeadLetter or Skipped."""
     try:
-        return _parse(raw, offset)
+        return fast_record(raw, offset) or _parse(raw, offset)
     except Exception as exc:  # noqa: BLE001 - a stream must never raise
         return DeadLetter(raw, "internal parser error (%s: %s); please report it with this frame" % (type(exc).__name__, exc), offset)
 
@@ -126,12 +126,3 @@ def _json_body(body: str, notes: list):
             return "JSON body has no \"notification\" string"
         notes.append("unknown notification type %r" % notification)
     return coerce_floats(data)
-
-
-def coerce_floats(data: dict) -> dict:
-    """Go prints float32 10 as ``10``: keep such fields floats, as text mode does."""
-    for key in _FLOAT_KEYS:
-        value = data.get(key)
-        if type(value) is int:
-            data[key] = float(value)
-    return data

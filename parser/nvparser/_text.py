@@ -192,3 +192,12 @@ def split_map(inner: str) -> Optional[Dict[str, str]]:
         key, _, value = pair.partition(":")
         out[key] = value
     return out
+
+
+def coerce_floats(data: dict) -> dict:
+    """Go prints float32 10 as ``10``: keep such fields floats, as text mode does."""
+    for key in ("score", "score_v3"):
+        value = data.get(key)
+        if type(value) is int:
+            data[key] = float(value)
+    return data

@@ -9,10 +9,10 @@ import json
 import re
 from typing import Optional
 
-from ._decode import coerce_floats, decode_text, text_record
+from ._decode import decode_text, text_record
 from ._events import DeadLetter, Record
 from ._schema import ACTIVITY_NAMES, notification_of
-from ._text import _CANDIDATE
+from ._text import _CANDIDATE, coerce_floats
 
 _KV_LEVEL = re.compile(r"level=([A-Z]+),cluster=")
 _JSON_LEVEL = re.compile(r'\{(?:"level":"([A-Z]+)",)?"cluster":"')
