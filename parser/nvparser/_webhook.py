@@ -16,6 +16,7 @@ from ._text import _CANDIDATE, coerce_floats
 
 _KV_LEVEL = re.compile(r"level=([A-Z]+),cluster=")
 _JSON_LEVEL = re.compile(r'\{(?:"level":"([A-Z]+)",)?"cluster":"')
+_DETAILS_CLUSTER = re.compile(r"\ncluster: ([^,\n]*)")
 _CHAT_LEVEL = re.compile(r"\w+: ([A-Z]+) level(?:, Comment: (.*?))?(?:\*|\n|$)", re.S)
 
 
@@ -115,7 +116,8 @@ def _chat(text: str, notes: list):
         cluster = str(outer["username"]).partition("NeuVector - ")[2] or None
     else:
         fmt, marker, heading = "teams", "\n> ", str(outer.get("title", ""))
-        cluster = None
+        details = _DETAILS_CLUSTER.search(heading)
+        cluster = details.group(1) if details else None
     kv = message.partition(marker)[2]
     if not kv.startswith("notification="):
         return "%s webhook without the 'notification=' text NeuVector appends" % fmt, {}
