@@ -31,6 +31,7 @@ TRANSPORTS = ("auto", "tcp", "udp")
 NC_READ_SIZE = 8192
 _SAMPLE_READS = 256
 _SAMPLE_BYTES = 4 << 20
+_SAMPLE_ITEMS = 4096  # reads and bad lines: a dump of nothing but bad lines stops the look too
 _MAX_PENDING = 1 << 20  # a datagram merged across max_chunk cuts never grows past this
 
 
@@ -57,19 +58,20 @@ class CaptureReader:
         self.why = "given" if transport != "auto" else ""
         self.max_frame = max_frame
         self.sent_bytes = 0  # '>' lines: what nc sent, not replayed
-        self.dump_errors = 0
         self._received = 0  # '<' bytes so far: offsets of dump-error dead letters
 
     def units(self, dump: Iterable[bytes]) -> Iterator[Unit]:
         items = self._decoded(dump)
         if self.transport == "auto":
-            sample = []
+            sample, reads, size = [], [], 0
             for item in items:
                 sample.append(item)
-                reads = [i for i in sample if isinstance(i, HexChunk)]
-                if len(reads) >= _SAMPLE_READS or sum(len(r.data) for r in reads) >= _SAMPLE_BYTES:
+                if isinstance(item, HexChunk):
+                    reads.append(item)
+                    size += len(item.data)
+                if len(reads) >= _SAMPLE_READS or size >= _SAMPLE_BYTES or len(sample) >= _SAMPLE_ITEMS:
                     break
-            self.transport, self.why = _detect([i for i in sample if isinstance(i, HexChunk)])
+            self.transport, self.why = _detect(reads)
             items = _chain(sample, items)
         if self.transport == "udp":
             return self._datagrams(items)
@@ -91,7 +93,6 @@ class CaptureReader:
                 else:
                     self.sent_bytes += len(event.data)
             else:
-                self.dump_errors += 1
                 yield DeadLetter(event.raw, "hex dump line %d: %s" % (event.line, event.reason), self._received)
 
     def _stream(self, items) -> Iterator[Unit]:

@@ -13,10 +13,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from nc_capture import WAIT, Listener, nc_capture, needs_nc, nc_listener, syslog_frames
-from nvparser._hexdump import format_hexdump, read_hexdump
+from nvparser._hexdump import HexChunk, format_hexdump, read_hexdump
 from nvsamples import assert_same_records, expected_records, load_samples
+from nvsiem.captures import CaptureReader
 from nvsiem.cli import main
 
 SAMPLES = [s for s in load_samples() if syslog_frames([s])]
@@ -259,3 +261,19 @@ def test_replay_memory_does_not_grow_with_the_dump(tmp_path):
         peaks[copies] = int(child.stdout) * 1024  # ru_maxrss is in KiB on Linux
         assert (tmp_path / "records.jsonl").read_bytes().count(b"\n") == copies * len(FRAMES)
     assert peaks[200] < peaks[1] + 8 * 2 ** 20, peaks
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=80), st.sampled_from(
+           [format_hexdump("<", 0, FRAMES[0][:40]), format_hexdump("<", 40, FRAMES[0][40:]),
+            format_hexdump(">", 0, b"reply"), format_hexdump("<", 0, b"x" * 16)]).map(str.encode)),
+           max_size=8),
+       st.sampled_from(["auto", "tcp", "udp"]))
+def test_any_dump_gives_events_and_never_raises(parts, transport):
+    reader = CaptureReader(transport)
+    units = list(reader.units(parts))
+    assert reader.transport in ("tcp", "udp")
+    resent = b"".join(unit.data for unit in units)
+    # What would be resent is exactly what the '<' lines hold, in order.
+    decoded = b"".join(e.data for e in read_hexdump(parts) if isinstance(e, HexChunk) and e.direction == "<")
+    assert resent == decoded
