@@ -128,6 +128,17 @@ def test_server_restart_between_post_and_ack_loses_nothing(hec, token_env):
     assert sum(1 for r in hec.log if r["path"] == "/services/collector/event") == 2
 
 
+def test_busy_lost_acks_and_a_restart_together_lose_nothing(hec, token_env):
+    sink = HecSink(f"splunk-hec+http://{hec.hostport}?{token_env}&{FAST}&max_body=20000")
+    hec.busy, hec.drop_acks = 3, 2
+    for n in range(5):
+        if n == 3:
+            hec.restart()
+            hec.busy, hec.drop_acks = 2, 1
+        sink.send(encoded(records(200, start=200 * n)))
+    expect_once(hec, 1000)
+
+
 def test_load_balances_and_fails_over(token_env):
     with HecServer(tokens={TOKEN: {"ack": True}}) as a, HecServer(tokens={TOKEN: {"ack": True}}) as b:
         sink = HecSink(f"splunk-hec+http://{a.hostport},{b.hostport}?{token_env}&{FAST}&max_body=3000")
@@ -194,11 +205,22 @@ def test_token_from_file_and_no_ack_token(tmp_path):
 def test_bad_options_are_refused_up_front(token_env, monkeypatch):
     with pytest.raises(ValueError, match="unknown option"):
         HecSink(f"splunk-hec://h:8088?{token_env}&tokn=x")
-    with pytest.raises(ValueError, match="token_env=VAR or token_file=PATH"):
+    with pytest.raises(ValueError, match="token_file=PATH or token_env=VAR"):
         HecSink("splunk-hec://h:8088")
     monkeypatch.setenv("NV_HEC_TOKEN", "")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="token_file=PATH or token_env=VAR"):
         HecSink(f"splunk-hec://h:8088?{token_env}")
+    monkeypatch.delenv("NV_HEC_TOKEN")
+    with pytest.raises(ValueError, match="NV_HEC_TOKEN .* not set"):
+        HecSink(f"splunk-hec://h:8088?{token_env}")
+
+
+def test_collector_builds_it_from_a_url_with_the_token_resolved(hec, token_env):
+    from nvsiem.sinks import open_sink
+    sink = open_sink(f"splunk-hec+http://{hec.hostport}?{token_env}&types=violation&{FAST}")
+    assert isinstance(sink, HecSink) and TOKEN not in sink.describe()
+    sink.send(encoded(records(2)))
+    expect_once(hec, 2)
 
 
 @pytest.fixture(scope="module")

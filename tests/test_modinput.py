@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import ssl
-from pathlib import Path
 
 import pytest
 import trustme

@@ -12,9 +12,7 @@ again after ``ack_timeout``. Errors no retry can fix (bad token, unknown
 index) raise ``SinkError(permanent=True)`` naming the HEC code and text.
 """
 import gzip
-import json
 import logging
-import os
 import random
 import time
 import uuid
@@ -23,7 +21,10 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
+from nvparser import json_dumps, json_loads
 
+from nvsiem.config import parse_bool, parse_size
+from nvsiem.sinks import resolve_secrets
 from nvsiem.sinks.base import Sink, SinkError
 
 from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, event_time, sourcetype
@@ -40,8 +41,8 @@ TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
 EVENT_CODES = frozenset({6, 12, 13, 15})
 
 OPTIONS = {
-    "token_env": "name of the environment variable holding the HEC token",
-    "token_file": "file holding the HEC token",
+    # token_file=PATH / token_env=VAR become token=<value> (resolve_secrets)
+    "token": "the HEC token, given as token_file=PATH or token_env=VAR",
     "index": "index for the events (default: the token's default index)",
     "source": "source for the events",
     "host": "host for the events (default: the controller that sent each record)",
@@ -52,7 +53,7 @@ OPTIONS = {
     "ack_timeout": "seconds to wait for an ackId before sending its events again (default 300)",
     "retry_for": "seconds send() keeps retrying before giving the batch back (default 120)",
     "backoff_max": "longest pause between retries of one server, seconds (default 10)",
-    "max_body": "largest request body before compression, bytes (default 1000000)",
+    "max_body": "largest request body before compression, bytes or 512K/1M (default 1M)",
 }
 
 
@@ -103,7 +104,7 @@ class HecSink(Sink):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        parts = urlsplit(url)
+        parts = urlsplit(resolve_secrets(url))
         opts = dict(parse_qsl(parts.query, keep_blank_values=True))
         unknown = sorted(set(opts) - set(OPTIONS))
         if unknown:
@@ -113,18 +114,20 @@ class HecSink(Sink):
         hosts = [h.strip() for h in parts.netloc.rsplit("@", 1)[-1].split(",") if h.strip()]
         if not hosts:
             raise ValueError(f"{self.describe()}: no HEC host given (splunk-hec://host:8088)")
-        self._token = _read_token(opts, self.describe())
+        self._token = opts.get("token", "").strip()
+        if not self._token:
+            raise ValueError(f"{self.describe()}: give the HEC token with token_file=PATH or token_env=VAR")
         verify = opts.get("ca") or True
         timeout = _number(opts, "timeout", 30.0)
         self._servers = [_Server(f"{scheme}://{h if ':' in h else h + ':8088'}", verify, timeout)
                          for h in hosts]
         self._next = 0
-        self._gzip = _flag(opts, "gzip", True)
-        self._ack = _flag(opts, "ack", True)
+        self._gzip = parse_bool(opts.get("gzip", True))
+        self._ack = parse_bool(opts.get("ack", True))
         self._ack_timeout = _number(opts, "ack_timeout", 300.0)
         self._retry_for = _number(opts, "retry_for", 120.0)
         self._backoff_max = _number(opts, "backoff_max", 10.0)
-        self._max_body = int(_number(opts, "max_body", 1_000_000))
+        self._max_body = parse_size(opts.get("max_body", "1M"))
         self._index, self._source, self._host = opts.get("index"), opts.get("source"), opts.get("host")
         # One channel per sink: ackIds count from 0 per channel and server.
         self._channel = str(uuid.uuid4())
@@ -134,23 +137,20 @@ class HecSink(Sink):
     def envelope(self, item: bytes) -> bytes:
         """One HEC event object for one spooled record (the record is spliced in as is)."""
         try:
-            data = json.loads(item)
+            data = json_loads(item)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as exc:
+        except ValueError as exc:   # orjson's JSONDecodeError is a ValueError too
             return self._deadletter_envelope(item, f"spool item is not a JSON record: {exc}")
         return self._head(sourcetype(data), event_time(data), event_host(data)) + item + b"}"
 
     def _deadletter_envelope(self, raw: bytes, reason: str) -> bytes:
-        body = json.dumps(deadletter(raw, reason), ensure_ascii=False, separators=(",", ":"))
-        return self._head(DEADLETTER_SOURCETYPE, None, None) + body.encode("utf-8") + b"}"
+        return self._head(DEADLETTER_SOURCETYPE, None, None) + json_dumps(deadletter(raw, reason)) + b"}"
 
     def _head(self, st: str, when: Optional[float], host: Optional[str]) -> bytes:
         meta = {"time": when, "host": self._host or host, "source": self._source,
                 "sourcetype": st, "index": self._index}
-        text = json.dumps({k: v for k, v in meta.items() if v is not None},
-                          ensure_ascii=False, separators=(",", ":"))
-        return text[:-1].encode("utf-8") + b',"event":'
+        return json_dumps({k: v for k, v in meta.items() if v is not None})[:-1] + b',"event":'
 
     # -- sending ---------------------------------------------------------
     def send(self, batch: Sequence[bytes]) -> None:
@@ -228,7 +228,7 @@ class HecSink(Sink):
         headers = {"Authorization": "Splunk " + self._token,
                    "X-Splunk-Request-Channel": self._channel,
                    "Content-Type": "application/json"}
-        body = json.dumps({"acks": sorted(waiting)}).encode()
+        body = json_dumps({"acks": sorted(waiting)})
         try:
             status, reply = server.post("/services/collector/ack", body, headers)
         except _Transient as exc:
@@ -272,33 +272,6 @@ class HecSink(Sink):
     def close(self) -> None:
         for server in self._servers:
             server.session.close()
-
-
-def _read_token(opts: Dict[str, str], where: str) -> str:
-    if "token_file" in opts:
-        try:
-            with open(opts["token_file"], encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as exc:
-            raise ValueError(f"{where}: cannot read token_file: {exc.strerror}") from None
-    elif "token_env" in opts:
-        token = os.environ.get(opts["token_env"], "").strip()
-    else:
-        raise ValueError(f"{where}: give the HEC token with token_env=VAR or token_file=PATH")
-    if not token:
-        raise ValueError(f"{where}: the HEC token is empty")
-    return token
-
-
-def _flag(opts: Dict[str, str], name: str, default: bool) -> bool:
-    value = opts.get(name)
-    if value is None:
-        return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}={value!r}: expected true or false")
 
 
 def _number(opts: Dict[str, str], name: str, default: float) -> float:

@@ -11,7 +11,7 @@ import time
 from typing import Callable, Dict, Optional
 
 from nvparser import DeadLetter, Record, json_dumps
-from splunklib.modularinput import Argument, Event, EventWriter, Script
+from splunklib.modularinput import Argument, Event, EventWriter, Scheme, Script
 
 from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, event_time, sourcetype
 
@@ -138,14 +138,41 @@ FRAMING_ARGUMENTS = (
 
 
 class NeuVectorScript(Script):
-    """A modular input whose stanza parameters are checked by one ``settings`` function.
+    """A modular input of the app: one process per stanza, parameters checked in one place.
 
-    ``--validate-arguments`` and streaming both go through ``settings``, so
-    what Splunk accepts is what the input runs with.
+    Subclasses give ``title``, ``description``, ``arguments``, ``settings``
+    (parameters -> configuration, raising ValueError with the message Splunk
+    shows) and ``serve``. ``--validate-arguments`` and streaming both go
+    through ``settings``, so what Splunk accepts is what the input runs with.
     """
 
+    title = ""
+    description = ""
+    arguments: tuple = ()
+
+    def get_scheme(self):
+        scheme = Scheme(self.title)
+        scheme.description = self.description
+        scheme.use_external_validation = True
+        scheme.use_single_instance = False
+        for arg in self.arguments + FRAMING_ARGUMENTS:
+            scheme.add_argument(arg)
+        return scheme
+
     def settings(self, params: dict) -> dict:
-        raise NotImplementedError
+        return {"framing": framing_param(params),
+                "max_frame": int_param(params, "max_frame", 65536, 1024, 16 << 20)}
 
     def validate_input(self, definition):
         self.settings(definition.parameters)
+
+    def stream_events(self, inputs, ew: EventWriter):
+        for stanza, params in inputs.inputs.items():   # one stanza per process (not single-instance)
+            config = self.settings(params)
+            emitter = Emitter(ew, stanza)
+            run_until_stopped(lambda stop: self.serve(stanza, config, emitter, inputs.metadata, stop), ew)
+
+    async def serve(self, stanza: str, config: dict, emitter: Emitter, metadata: dict,
+                    stop: asyncio.Event) -> None:
+        """Run the input until ``stop`` is set."""
+        raise NotImplementedError

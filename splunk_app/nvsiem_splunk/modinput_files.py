@@ -20,14 +20,13 @@ import os
 import re
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from nvparser import DeadLetter, Parser
 from nvparser._hexdump import HexChunk, HexDumpDecoder
-from splunklib.modularinput import Argument, EventWriter, Scheme
+from splunklib.modularinput import Argument, EventWriter
 
-from .modinput import (FRAMING_ARGUMENTS, Emitter, NeuVectorScript, framing_param, int_param,
-                       run_until_stopped)
+from .modinput import Emitter, NeuVectorScript, int_param
 
 CHUNK = 1 << 20
 FINGERPRINT = 256           # first bytes hashed to tell a reused inode from the file we knew
@@ -35,29 +34,23 @@ _HEXDUMP_LINE = re.compile(rb"[<>] [0-9a-f]{8} ")
 
 
 class NeuVectorCaptureInput(NeuVectorScript):
-    def get_scheme(self):
-        scheme = Scheme("NeuVector capture files")
-        scheme.description = ("Indexes NeuVector syslog captures dropped in a directory: nc -o hex dumps, "
-                              "controller pod logs, syslog files. Checkpointed: nothing is indexed twice.")
-        scheme.use_external_validation = True
-        scheme.use_single_instance = False
-        for arg in (
-            Argument("path", title="Directory", description="Directory to watch for capture files",
-                     required_on_create=True),
-            Argument("pattern", title="File name pattern",
-                     description="Shell pattern of the files to read (default *; names starting with . "
-                                 "are never read)", required_on_create=False),
-            Argument("poll_interval", title="Poll interval (seconds)",
-                     description="How often the directory is scanned (default 5)",
-                     data_type=Argument.data_type_number, required_on_create=False),
-            Argument("partial_timeout", title="Partial line timeout (seconds)",
-                     description="A file that stopped growing in the middle of a line is read to its end "
-                                 "after this long (default 300)",
-                     data_type=Argument.data_type_number, required_on_create=False),
-            *FRAMING_ARGUMENTS,
-        ):
-            scheme.add_argument(arg)
-        return scheme
+    title = "NeuVector capture files"
+    description = ("Indexes NeuVector syslog captures dropped in a directory: nc -o hex dumps, "
+                   "controller pod logs, syslog files. Checkpointed: nothing is indexed twice.")
+    arguments = (
+        Argument("path", title="Directory", description="Directory to watch for capture files",
+                 required_on_create=True),
+        Argument("pattern", title="File name pattern",
+                 description="Shell pattern of the files to read (default *; names starting with . "
+                             "are never read)", required_on_create=False),
+        Argument("poll_interval", title="Poll interval (seconds)",
+                 description="How often the directory is scanned (default 5)",
+                 data_type=Argument.data_type_number, required_on_create=False),
+        Argument("partial_timeout", title="Partial line timeout (seconds)",
+                 description="A file that stopped growing in the middle of a line is read to its end "
+                             "after this long (default 300)",
+                 data_type=Argument.data_type_number, required_on_create=False),
+    )
 
     def settings(self, params: dict) -> dict:
         path = params.get("path") or ""
@@ -66,19 +59,15 @@ class NeuVectorCaptureInput(NeuVectorScript):
         if not os.path.isdir(path):
             raise ValueError("path %r is not a directory splunkd can read" % path)
         return {
+            **super().settings(params),
             "path": path,
             "pattern": params.get("pattern") or "*",
             "poll_interval": int_param(params, "poll_interval", 5, 1, 3600),
             "partial_timeout": int_param(params, "partial_timeout", 300, 1, 86400),
-            "framing": framing_param(params),
-            "max_frame": int_param(params, "max_frame", 65536, 1024, 16 << 20),
         }
 
-    def stream_events(self, inputs, ew: EventWriter):
-        checkpoint_dir = inputs.metadata["checkpoint_dir"]
-        for stanza, params in inputs.inputs.items():   # one stanza per process (not single-instance)
-            watcher = _Watcher(stanza, self.settings(params), Emitter(ew, stanza), checkpoint_dir)
-            run_until_stopped(watcher.run, ew)
+    async def serve(self, stanza, config, emitter, metadata, stop):
+        await _Watcher(stanza, config, emitter, metadata["checkpoint_dir"]).run(stop)
 
 
 class _Reader:

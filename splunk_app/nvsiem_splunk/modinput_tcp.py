@@ -13,44 +13,37 @@ import sys
 from typing import Optional
 
 from nvparser import Parser
-from splunklib.modularinput import Argument, EventWriter, Scheme
+from splunklib.modularinput import Argument, EventWriter
 
-from .modinput import (FRAMING_ARGUMENTS, Emitter, NeuVectorScript, framing_param, int_param,
-                       run_until_stopped)
+from .modinput import Emitter, NeuVectorScript, int_param
 
 READ_SIZE = 65536
 
 
 class NeuVectorTcpInput(NeuVectorScript):
-    def get_scheme(self):
-        scheme = Scheme("NeuVector syslog (TCP/TLS)")
-        scheme.description = ("Listens for NeuVector controller syslog over TCP or TLS and indexes one "
-                              "JSON event per notification (neuvector:<type> sourcetypes).")
-        scheme.use_external_validation = True
-        scheme.use_single_instance = False
-        for arg in (
-            Argument("port", title="Port", description="TCP port to listen on",
-                     data_type=Argument.data_type_number, required_on_create=True),
-            Argument("bind", title="Bind address", description="Address to listen on (default 0.0.0.0)",
-                     required_on_create=False),
-            Argument("tls_cert", title="TLS certificate",
-                     description="PEM certificate chain; with tls_key, the input speaks TLS",
-                     required_on_create=False),
-            Argument("tls_key", title="TLS private key", description="PEM private key for tls_cert",
-                     required_on_create=False),
-            Argument("tls_client_ca", title="Client CA",
-                     description="PEM CA bundle; when set, senders must present a certificate it signed",
-                     required_on_create=False),
-            Argument("idle_flush", title="Idle flush (seconds)",
-                     description="Release a held last frame after this much silence (default 1)",
-                     data_type=Argument.data_type_number, required_on_create=False),
-            Argument("max_connections", title="Most connections",
-                     description="Further connections are refused (default 64)",
-                     data_type=Argument.data_type_number, required_on_create=False),
-            *FRAMING_ARGUMENTS,
-        ):
-            scheme.add_argument(arg)
-        return scheme
+    title = "NeuVector syslog (TCP/TLS)"
+    description = ("Listens for NeuVector controller syslog over TCP or TLS and indexes one "
+                   "JSON event per notification (neuvector:<type> sourcetypes).")
+    arguments = (
+        Argument("port", title="Port", description="TCP port to listen on",
+                 data_type=Argument.data_type_number, required_on_create=True),
+        Argument("bind", title="Bind address", description="Address to listen on (default 0.0.0.0)",
+                 required_on_create=False),
+        Argument("tls_cert", title="TLS certificate",
+                 description="PEM certificate chain; with tls_key, the input speaks TLS",
+                 required_on_create=False),
+        Argument("tls_key", title="TLS private key", description="PEM private key for tls_cert",
+                 required_on_create=False),
+        Argument("tls_client_ca", title="Client CA",
+                 description="PEM CA bundle; when set, senders must present a certificate it signed",
+                 required_on_create=False),
+        Argument("idle_flush", title="Idle flush (seconds)",
+                 description="Release a held last frame after this much silence (default 1)",
+                 data_type=Argument.data_type_number, required_on_create=False),
+        Argument("max_connections", title="Most connections",
+                 description="Further connections are refused (default 64)",
+                 data_type=Argument.data_type_number, required_on_create=False),
+    )
 
     def settings(self, params: dict) -> dict:
         cert, key = params.get("tls_cert") or None, params.get("tls_key") or None
@@ -71,19 +64,16 @@ class NeuVectorTcpInput(NeuVectorScript):
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError("cannot load the TLS certificate/key: %s" % exc) from None
         return {
+            **super().settings(params),
             "port": int_param(params, "port", None, 1, 65535),
             "bind": params.get("bind") or "0.0.0.0",
             "tls": tls,
             "idle_flush": int_param(params, "idle_flush", 1, 1, 3600),
             "max_connections": int_param(params, "max_connections", 64, 1, 10000),
-            "framing": framing_param(params),
-            "max_frame": int_param(params, "max_frame", 65536, 1024, 16 << 20),
         }
 
-    def stream_events(self, inputs, ew: EventWriter):
-        for stanza, params in inputs.inputs.items():   # one stanza per process (not single-instance)
-            config = self.settings(params)
-            run_until_stopped(lambda stop: _serve(stanza, config, Emitter(ew, stanza), stop), ew)
+    async def serve(self, stanza, config, emitter, metadata, stop):
+        await _serve(stanza, config, emitter, stop)
 
 
 async def _serve(stanza: str, config: dict, emitter: Emitter, stop: asyncio.Event) -> None:
