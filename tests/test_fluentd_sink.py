@@ -22,6 +22,7 @@ from nvsamples import EXPECTED_DIR, _typed, expected_records
 from nvsiem.sinks import open_sink
 from nvsiem.sinks.base import SinkError
 from nvsiem_fluentd.config import ConfigError
+from nvsiem_fluentd import sink as sink_module
 from nvsiem_fluentd.sink import FluentdSink
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -160,12 +161,16 @@ def test_batches_split_by_count_bytes_and_tag(server):
     assert sum(per_chunk) == 9 and max(per_chunk) <= 3
 
 
-def test_undecodable_spool_item_is_forwarded_visibly_not_dropped(server):
-    FluentdSink(url(server)).send([b'{"notification":"event","reported_timestamp":1}', b"not json\xff"])
+def test_undecodable_spool_item_is_forwarded_visibly_not_dropped(server, monkeypatch):
+    monkeypatch.setattr(sink_module, "_loads", json.loads)  # orjson would turn 2**70 into a float
+    items = [b'{"notification":"event","reported_timestamp":1}', b"not json\xff", b"[1]", b'{"n":%d}' % 2**70]
+    FluentdSink(url(server)).send(items)
     tags = sorted(e.tag for e in server.events)
-    assert tags == ["neuvector.event", "neuvector.unparsed"]
-    unparsed = next(e.record for e in server.events if e.tag == "neuvector.unparsed")
-    assert unparsed["message"].startswith("not json") and "JSON" in unparsed["error"]
+    assert tags == ["neuvector.event"] + ["neuvector.unparsed"] * 3
+    errors = {e.record["message"]: e.record["error"] for e in server.events if e.tag == "neuvector.unparsed"}
+    assert set(errors) == {"not json\ufffd", "[1]", '{"n":%d}' % 2**70}
+    assert "not valid JSON" in errors["not json\ufffd"] and errors["[1]"] == "not a JSON object"
+    assert "msgpack" in errors['{"n":%d}' % 2**70]
 
 
 # -- acks and failures -----------------------------------------------------

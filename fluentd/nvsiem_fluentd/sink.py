@@ -70,8 +70,12 @@ class FluentdSink(Sink):
         finished: List[Tuple[str, List[bytes]]] = []
         for item in batch:
             record = _decode(item)
+            try:
+                entry = pack([event_time(record), record])
+            except (OverflowError, ValueError, TypeError) as e:  # e.g. an integer beyond 64 bits
+                record = _unparsed(item, f"not representable in msgpack: {e}")
+                entry = pack([event_time(record), record])
             tag = tag_for(prefix, record.get("notification"))
-            entry = pack([event_time(record), record])
             entries, size = open_groups.setdefault(tag, ([], [0]))
             if entries and (len(entries) >= limit or size[0] + len(entry) > max_bytes):
                 finished.append((tag, entries))
@@ -107,12 +111,13 @@ def _decode(item: bytes) -> dict:
     try:
         record = _loads(item)
     except ValueError as e:
-        # Not ours to judge: forward it visibly rather than block the spool on it.
-        return {"notification": "unparsed", "message": bytes(item).decode("utf-8", "replace"),
-                "error": f"not valid JSON: {e}"}
-    if isinstance(record, dict):
-        return record
-    return {"notification": "unparsed", "message": record, "error": "not a JSON object"}
+        return _unparsed(item, f"not valid JSON: {e}")
+    return record if isinstance(record, dict) else _unparsed(item, "not a JSON object")
+
+
+def _unparsed(item: bytes, error: str) -> dict:
+    # Not ours to judge: forward the spooled bytes visibly rather than block the spool on them.
+    return {"notification": "unparsed", "message": bytes(item).decode("utf-8", "replace"), "error": error}
 
 
 def _ssl_context(settings: ForwardSettings) -> ssl.SSLContext:
