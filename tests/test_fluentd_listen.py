@@ -1,0 +1,34 @@
+"""End to end: NeuVector syslog over TCP -> ``nvsiem listen`` (a real subprocess) -> fluentd:// -> Forward peer."""
+import collections
+
+from forward_server import EventTime, ForwardServer
+from listen_harness import CollectorProcess, frames, free_port, sample, send_tcp, seq_of, wait_until
+from nvsamples import _typed, expected_records
+
+
+def test_listen_delivers_typed_tagged_records_to_fluentd_across_a_fluentd_restart(tmp_path):
+    port = free_port()
+    with ForwardServer() as fluentd:
+        proc = CollectorProcess(tmp_path, [f"tcp://127.0.0.1:{port}"],
+                                [f"fluentd://127.0.0.1:{fluentd.port}?ack_timeout=5&batch=100"]).start()
+        try:
+            send_tcp(port, [sample("violation-json-3") + b"\n"] + frames(0, 300))
+            assert fluentd.wait_for(lambda s: len(s.events) >= 301, 30)
+            first = fluentd.events[0]
+            (expected,) = expected_records("violation-json-3")
+            assert _typed(first.record) == _typed(expected)
+            assert first.tag == "neuvector.violation"
+            assert first.time == EventTime(expected["reported_timestamp"], 0)
+
+            fluentd.kill()  # Fluentd down: the collector keeps accepting into its spool
+            send_tcp(port, frames(300, 600))
+            wait_until(lambda: proc.metric("nvsiem_sink_errors_total", kind="transient") > 0, 30,
+                       "the collector to see Fluentd down")
+            fluentd.start()
+            wait_until(lambda: {seq_of(e.record) for e in fluentd.events[1:]} >= set(range(600)), 60,
+                       "every record at Fluentd after its restart")
+            counts = collections.Counter(seq_of(e.record) for e in fluentd.events[1:])
+            assert set(counts) == set(range(600))
+            assert proc.terminate() == 0
+        finally:
+            proc.stop()
