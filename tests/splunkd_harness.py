@@ -1,9 +1,10 @@
 """Run the app's modular inputs the way splunkd does (splunk-notes §3).
 
-* The app is laid out as installed: ``bin/<scheme>.py`` and ``lib/`` holding
-  ``nvparser`` (from ``parser/``), the ``nvsiem_splunk`` modules the app
-  uses and ``splunklib`` from the installed splunk-sdk (without
-  ``searchcommands``), so the scripts import exactly what they will in Splunk.
+* The app is laid out as installed, file for file what ``splunk_app/build.py``
+  packages: ``bin/<scheme>.py`` and ``lib/`` holding ``nvparser``, the
+  ``nvsiem_splunk`` modules and the ``splunklib`` modules (from the
+  installed splunk-sdk) that the scripts import, so they import exactly
+  what they will in Splunk.
 * Introspection: ``<python> bin/<scheme>.py --scheme``.
 * Validation: ``--validate-arguments`` with ``<items>...<item name=..>`` on stdin.
 * Streaming: no argument, ``<input>...<configuration><stanza>`` on stdin
@@ -11,6 +12,7 @@
   ``<stream>`` only closes when the input exits); every stderr line must
   carry a splunkd level prefix. Stopping = SIGTERM, as splunkd does.
 """
+import importlib.util
 import os
 import queue
 import re
@@ -23,34 +25,26 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import splunklib
-
 REPO = Path(__file__).resolve().parent.parent
-APP_SRC = REPO / "splunk_app" / "neuvector_siem"
 PYTHONS = {
     "3.9": "/root/.pyenv/versions/3.9.18/bin/python3",
     "3.13": "/root/.pyenv/versions/3.13.0/bin/python3",
 }
-# What the app vendors from nvsiem_splunk: everything but the collector's HEC sink.
-APP_MODULES = ("__init__.py", "records.py", "modinput.py", "modinput_tcp.py", "modinput_files.py")
 LEVEL_LINE = re.compile(r"^(DEBUG|INFO|WARN|ERROR|FATAL) ")
 SERVER = {"server_host": "nv-search-head", "server_uri": "https://127.0.0.1:8089",
           "session_key": "harness-session-key"}
 
 
 def build_app(dest: Path) -> Path:
-    """An installed-looking copy of the app in ``dest/neuvector_siem``."""
-    app = dest / "neuvector_siem"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(APP_SRC, app, ignore=ignore)
-    lib = app / "lib"
-    shutil.copytree(REPO / "parser" / "nvparser", lib / "nvparser", ignore=ignore)
-    shutil.copytree(Path(splunklib.__file__).parent, lib / "splunklib",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "searchcommands"))
-    (lib / "nvsiem_splunk").mkdir()
-    for name in APP_MODULES:
-        shutil.copy(REPO / "splunk_app" / "nvsiem_splunk" / name, lib / "nvsiem_splunk" / name)
-    return app
+    """The app as ``splunk_app/build.py`` packages it, unpacked in ``dest/neuvector_siem``."""
+    spec = importlib.util.spec_from_file_location("nv_app_build", REPO / "splunk_app" / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for name, source in build.package_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return dest / build.APP_ID
 
 
 def _env() -> dict:
