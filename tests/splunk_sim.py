@@ -178,12 +178,14 @@ def _pairs(text: str):
 
 
 # -- EVAL ---------------------------------------------------------------------
-_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+(?:\.\d+)?)|(?P<op>==|!=|[(),.])'
-                    r"|(?P<field>'[^']+')|(?P<name>[A-Za-z_][A-Za-z0-9_]*))")
+_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+(?:\.\d+)?)'
+                    r"|(?P<op>==|!=|>=|<=|[(),.<>=])|(?P<field>'[^']+')|(?P<name>[A-Za-z_][A-Za-z0-9_]*))")
+_COMPARISONS = ("==", "!=", ">=", "<=", ">", "<", "=")
 
 
 class Eval:
-    """One SPL eval expression over the subset the app's extractions use."""
+    """One SPL eval expression: literals, fields, function calls, ``.``,
+    comparisons, ``AND`` / ``OR`` (lowest first: OR, AND, comparison, ``.``)."""
 
     def __init__(self, text: str):
         self.tokens = []
@@ -200,7 +202,7 @@ class Eval:
 
     def value(self, fields: Dict[str, Value]) -> Value:
         self.fields, self.i = fields, 0
-        result = self._expr()
+        result = self._or()
         if self.i != len(self.tokens):
             raise Unsupported("trailing tokens in %r" % self.text)
         return result
@@ -215,17 +217,48 @@ class Eval:
         self.i += 1
         return token
 
-    def _expr(self):
-        left = self._atom()
-        kind, op = self._peek()
-        if op in ("==", "!="):
+    def _keyword(self, word: str) -> bool:
+        kind, text = self._peek()
+        if kind == "name" and text == word:
+            self.i += 1
+            return True
+        return False
+
+    def _or(self):
+        left = self._and()
+        while self._keyword("OR"):
+            right = self._and()
+            left = _bool(_truth(left) or _truth(right))
+        return left
+
+    def _and(self):
+        left = self._comparison()
+        while self._keyword("AND"):
+            right = self._comparison()
+            left = _bool(_truth(left) and _truth(right))
+        return left
+
+    def _comparison(self):
+        left = self._concat()
+        op = self._peek()[1]
+        if op in _COMPARISONS:
             self._take()
-            right = self._atom()
+            right = self._concat()
             if left is None or right is None:
                 return None
-            return [str(left == right).lower()] if op == "==" else [str(left != right).lower()]
-        if op == ".":
-            raise Unsupported("string concatenation")
+            a, b = _number(left[0]), _number(right[0])
+            if a is None or b is None:
+                a, b = left[0], right[0]
+            return _bool({"==": a == b, "=": a == b, "!=": a != b, ">=": a >= b,
+                          "<=": a <= b, ">": a > b, "<": a < b}[op])
+        return left
+
+    def _concat(self):
+        left = self._atom()
+        while self._peek()[1] == ".":
+            self._take()
+            right = self._atom()
+            left = None if left is None or right is None else [left[0] + right[0]]
         return left
 
     def _atom(self):
@@ -236,6 +269,10 @@ class Eval:
             return [text]
         if kind == "field":
             return self.fields.get(text[1:-1])
+        if text == "(":
+            inner = self._or()
+            self._take(")")
+            return inner
         if kind == "name":
             if self._peek()[1] == "(":
                 return self._call(text)
@@ -246,7 +283,7 @@ class Eval:
         self._take("(")
         args = []
         while self._peek()[1] != ")":
-            args.append(self._expr())
+            args.append(self._or())
             if self._peek()[1] == ",":
                 self._take()
         self._take(")")
@@ -258,6 +295,17 @@ class Eval:
         if function is None:
             raise Unsupported("function %s()" % name)
         return function(*args)
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _bool(value: bool) -> List[str]:
+    return ["true" if value else "false"]
 
 
 def _spath(document: Value, path: Value) -> Value:
@@ -310,11 +358,33 @@ def _truth(value: Value) -> bool:
     return value == ["true"]
 
 
+def _case(*args) -> Value:
+    for condition, value in zip(args[::2], args[1::2]):
+        if _truth(condition):
+            return value
+    return None
+
+
+def _match(value: Value, pattern: Value) -> Value:
+    return None if value is None else _bool(pcre2.compile(pattern[0]).search(value[0]) is not None)
+
+
+def _mvappend(*args) -> Value:
+    values = [v for a in args if a is not None for v in a]
+    return values or None
+
+
 _FUNCTIONS = {
+    "case": _case,
+    "match": _match,
+    "mvappend": _mvappend,
+    "mvjoin": lambda value, sep: None if value is None else [sep[0].join(value)],
+    "isnotnull": lambda value: _bool(value is not None),
+    "true": lambda: ["true"],
     "coalesce": lambda *args: next((a for a in args if a is not None), None),
     "spath": _spath,
     "if": lambda cond, a, b: a if _truth(cond) else b,
-    "isnull": lambda value: ["true" if value is None else "false"],
+    "isnull": lambda value: _bool(value is None),
     "null": lambda: None,
     "nullif": lambda a, b: None if a is not None and b is not None and a == b else a,
     "split": lambda value, sep: None if value is None else value[0].split(sep[0]),
