@@ -30,17 +30,13 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
 class DeliveryError(Exception):
-    """The server did not confirm; ``permanent`` when retrying cannot help."""
-
-    def __init__(self, message: str, permanent: bool = False):
-        super().__init__(message)
-        self.permanent = permanent
+    """The server did not confirm, for a reason other than a socket error: worth retrying."""
 
 
 class ForwardConnection(FluentSender):
     def __init__(self, server: Server, settings: ForwardSettings, ssl_context: Optional[ssl.SSLContext]):
-        super().__init__(settings.tag_prefix, host=server.host, port=server.port,
-                         timeout=settings.connect_timeout, nanosecond_precision=True)
+        # FluentSender's connect honours ``timeout`` and ``unix://`` hosts; the tag is unused here.
+        super().__init__(settings.tag_prefix, host=server.host, port=server.port, timeout=settings.connect_timeout)
         self.server = server
         self._settings = settings
         self._ssl_context = ssl_context

@@ -135,15 +135,11 @@ def check_pong(message: Any, salt: bytes, nonce: bytes, shared_key: bytes) -> st
         raise HandshakeRejected(f"expected PONG from the server, got {_short(message)}")
     _, ok, reason, hostname, digest = message
     if not ok:
-        return _reject(reason)
+        text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        raise HandshakeRejected(text or "rejected without a reason")
     if not isinstance(hostname, str) or digest != shared_key_digest(salt, hostname, nonce, shared_key):
         raise HandshakeRejected("shared_key mismatch (the server's PONG digest is wrong)")
     return hostname
-
-
-def _reject(reason: Any) -> str:
-    text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-    raise HandshakeRejected(text or "rejected without a reason")
 
 
 def _short(message: Any) -> str:

@@ -140,7 +140,7 @@ def _as_sink_error(failures: List[Tuple[Server, Exception]]) -> SinkError:
 
 
 def _is_permanent(error: Exception) -> bool:
-    return isinstance(error, (HandshakeRejected, ssl.SSLCertVerificationError)) or getattr(error, "permanent", False)
+    return isinstance(error, (HandshakeRejected, ssl.SSLCertVerificationError))
 
 
 def _explain(error: Exception) -> str:
