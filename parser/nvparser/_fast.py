@@ -23,8 +23,8 @@ _PLANS: Dict[tuple, _Plan] = {}
 
 
 def _plan(signature: tuple) -> _Plan:
-    head = signature[-1]
-    keys = signature[:-1]
+    head = signature[0]
+    keys = signature[1:]
     if head[:13] != "notification=" or head[13:] not in FIELDS:
         return False
     notification = head[13:]
@@ -60,8 +60,7 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
     if first == "n":
         kv = _CANDIDATE.split(body)
         keys = kv[1::2]
-        keys.append(kv[0])
-        signature = tuple(keys)
+        signature = (kv[0], *keys)
         plan = _PLANS.get(signature)
         if plan is None:
             if len(_PLANS) > 4096:  # bounded: odd streams must not grow it
@@ -71,7 +70,7 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
             return None
         notification, ints, bools, floats, lists, maps = plan
         data = {"notification": notification}
-        data.update(zip(kv[1::2], kv[2::2]))
+        data.update(zip(keys, kv[2::2]))
         try:
             for key in ints:
                 data[key] = int(data[key])

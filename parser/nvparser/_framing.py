@@ -27,6 +27,7 @@ _RECORD_START = re.compile(
 _OCTET_COUNT = re.compile(rb"([1-9]\d{0,5}) (?=<)")
 _CRI_PREFIX = re.compile(rb"\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) ([FP]) ")
 _DIGITS = frozenset(b"123456789")
+_DIGIT_BYTES = frozenset(bytes([d]) for d in _DIGITS)
 
 
 def starts_record(line: bytes) -> bool:
@@ -66,7 +67,8 @@ class LineFramer:
         if self._buf:
             data = self._buf + data
         base = self._base
-        pos, n = 0, len(data)
+        pos = 0 if self._oversize or self._oversize_lf else self._plain_lines(data, base, out)
+        n = len(data)
         while pos < n:
             if self._oversize_lf or self._oversize:
                 pos = self._discard(data, pos, base, out)
@@ -123,6 +125,33 @@ class LineFramer:
         return out
 
     # -- internals --------------------------------------------------------
+    def _plain_lines(self, data: bytes, base: int, out: List[Frame]) -> int:
+        """Frame the complete lines of ``data`` with one split; return where it stopped.
+
+        The common case, a line that starts with ``<``, is handled inline;
+        a line that may be an octet count hands the rest to the byte loop.
+        """
+        end = data.rfind(b"\n")
+        if end < 0:
+            return 0
+        pos = 0
+        max_frame = self.max_frame
+        octet_counting = self.octet_counting
+        for line in data[:end].split(b"\n"):
+            first = line[:1]
+            if first == b"<" and len(line) <= max_frame:
+                if self._lines or self._blanks:
+                    self._release(out)
+                self._lines = [line]
+                self._held_offset = base + pos
+                self._held_size = len(line)
+            elif octet_counting and first in _DIGIT_BYTES and _OCTET_COUNT.match(line):
+                return pos
+            else:
+                self._line(line, base + pos, out)
+            pos += len(line) + 1
+        return pos
+
     def _line(self, line: bytes, offset: int, out: List[Frame]) -> None:
         if len(line) > self.max_frame:
             self._release(out)

@@ -3,6 +3,7 @@ from typing import List
 
 from ._decode import parse_frame
 from ._events import DeadLetter
+from ._fast import fast_record
 from ._framing import LineFramer
 
 FRAMINGS = ("auto", "lf", "octet-counting")
@@ -53,5 +54,11 @@ class Parser:
 
 
 def _decode_all(frames) -> List:
-    return [parse_frame(raw, offset) if reason is None else DeadLetter(raw, reason, offset)
-            for raw, offset, reason in frames]
+    try:
+        # fast_record takes nearly every frame NeuVector sends; parse_frame the rest.
+        return [(fast_record(raw, offset) or parse_frame(raw, offset)) if reason is None
+                else DeadLetter(raw, reason, offset)
+                for raw, offset, reason in frames]
+    except Exception:  # noqa: BLE001 - parse_frame guards each frame on its own
+        return [parse_frame(raw, offset) if reason is None else DeadLetter(raw, reason, offset)
+                for raw, offset, reason in frames]

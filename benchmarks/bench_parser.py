@@ -1,0 +1,124 @@
+"""How fast the parser turns NeuVector syslog into records, against a floor.
+
+    .venv/bin/python benchmarks/bench_parser.py [--records 100000] [--rounds 5]
+
+Each round measures, on the same file and pinned to one core:
+
+* ``floor``: reading the file line by line doing nothing (``for line in f``);
+* ``text mode`` / ``JSON mode``: ``Parser.feed`` over the file in 1 MiB
+  chunks, every frame to a typed record;
+* ``JSON mode, stdlib json``: the same without orjson (it is optional);
+* ``text mode + json_dumps``: records serialised too, as a sink would.
+
+Rows print records/s and the cost relative to the floor of the same round
+(medians over rounds). A final check replays a 200 MB capture-sized stream
+and reports the peak memory, which stays bounded by the chunk size.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import corpus  # noqa: E402
+from nvparser import Parser, _fast, json_dumps  # noqa: E402
+
+CHUNK = 1 << 20
+
+
+def floor(path: Path) -> float:
+    start = time.perf_counter()
+    with open(path, "rb") as f:
+        for _ in f:
+            pass
+    return time.perf_counter() - start
+
+
+def parse(path: Path, serialise: bool = False) -> float:
+    parser = Parser()
+    start = time.perf_counter()
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                break
+            events = parser.feed(chunk)
+            n += len(events)
+            if serialise:
+                for event in events:
+                    json_dumps(event.data)
+    n += len(parser.close())
+    return time.perf_counter() - start
+
+
+def stdlib_json(path: Path) -> float:
+    """JSON mode as it runs where orjson is not installed."""
+    saved = _fast.json_loads
+    _fast.json_loads = json.loads
+    try:
+        return parse(path)
+    finally:
+        _fast.json_loads = saved
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--big-mb", type=int, default=200, help="size of the bounded-memory stream (0 to skip)")
+    args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[-1]})
+    work = Path(tempfile.mkdtemp(prefix="nvsiem-bench-"))
+    text, js = work / "text.log", work / "json.log"
+    size_text = corpus.write(text, args.records, "text")
+    size_json = corpus.write(js, args.records, "json")
+    rows = {"floor (read lines, text file)": [], "text mode": [], "JSON mode": [],
+            "JSON mode, stdlib json": [], "text mode + json_dumps": []}
+    ratios = {k: [] for k in rows}
+    for _ in range(args.rounds):
+        base = floor(text)
+        timings = {
+            "floor (read lines, text file)": base,
+            "text mode": parse(text),
+            "JSON mode": parse(js),
+            "JSON mode, stdlib json": stdlib_json(js),
+            "text mode + json_dumps": parse(text, serialise=True),
+        }
+        for name, seconds in timings.items():
+            rows[name].append(args.records / seconds)
+            ratios[name].append(seconds / base)
+    print("parser, %d records, %.0f B/record text, %.0f B/record JSON, median of %d rounds, one core"
+          % (args.records, size_text / args.records, size_json / args.records, args.rounds))
+    print("| path | records/s | × floor cost |")
+    print("|---|---:|---:|")
+    for name in rows:
+        print("| %s | %s | %.1f |" % (name, format(int(statistics.median(rows[name])), ","),
+                                      statistics.median(ratios[name])))
+    if args.big_mb:
+        repeat = max(1, args.big_mb * (1 << 20) // size_text)
+        data = text.read_bytes()
+        parser = Parser()
+        start = time.perf_counter()
+        n = 0
+        for _ in range(repeat):
+            for i in range(0, len(data), CHUNK):
+                n += len(parser.feed(data[i:i + CHUNK]))
+        n += len(parser.close())
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("\n%d MB stream: %s records in %.1f s, peak RSS %.0f MiB (the corpus itself is %.0f MiB of it)"
+              % (repeat * len(data) >> 20, format(n, ","), time.perf_counter() - start, peak, len(data) / (1 << 20)))
+    for f in (text, js):
+        f.unlink()
+    work.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
