@@ -5,7 +5,6 @@ Expected values come from the protocol spec and the NeuVector reference
 """
 import gzip
 import json
-import os
 import socket
 import ssl
 import struct
