@@ -9,8 +9,8 @@ the way splunkd does, following the props.conf / transforms.conf specs:
 * search time, in Splunk's order: ``EXTRACT-`` (named groups), ``REPORT-``
   (transforms in the listed order; ``SOURCE_KEY``, ``FORMAT = $1::$2``,
   ``KEEP_EMPTY_VALS``, ``MV_ADD``; the regex applied repeatedly, a field
-  found again discarded), then every ``EVAL-`` computed from the fields as
-  they were before any EVAL ran, then ``LOOKUP-``.
+  found again discarded), ``FIELDALIAS-``, then every ``EVAL-`` computed
+  from the fields as they were before any EVAL ran, then ``LOOKUP-``.
 
 Regexes run on PCRE2 (the ``pcre2`` package), Splunk's engine. ``EVAL-``
 expressions are read by a small interpreter for the SPL functions the
@@ -104,6 +104,10 @@ class App:
         for key in sorted(k for k in props if k.startswith("REPORT-")):
             for name in _names(props[key]):
                 self._report(self.transforms[name], fields)
+        for key in sorted(k for k in props if k.startswith("FIELDALIAS-")):
+            for source, mode, target in re.findall(r"(\S+)\s+(AS|ASNEW)\s+(\S+)", props[key]):
+                if fields.get(source) is not None and (mode == "AS" or fields.get(target) is None):
+                    fields[target] = list(fields[source])
         before = dict(fields)
         for key, expression in props.items():
             target = key[5:]
@@ -390,3 +394,54 @@ _FUNCTIONS = {
     "split": lambda value, sep: None if value is None else value[0].split(sep[0]),
     "replace": _replace,
 }
+
+
+# -- search filters (eventtypes) ------------------------------------------------
+_SEARCH_TOKEN = re.compile(r'\s*(?:(?P<paren>[()])|(?P<term>[A-Za-z_][\w.]*=(?:"[^"]*"|[^\s()]+))|(?P<word>\S+))')
+
+
+def matches(search: str, fields: Dict[str, Value]) -> bool:
+    """Whether an event's fields satisfy a search filter of ``field=value``
+    terms (wildcards ``*``; values case-insensitive, as Splunk compares them)
+    combined with implicit AND, ``OR``, ``NOT`` and parentheses."""
+    tokens = [(m.lastgroup, m.group(m.lastgroup)) for m in _SEARCH_TOKEN.finditer(search)]
+    position = [0]
+
+    def peek():
+        return tokens[position[0]] if position[0] < len(tokens) else (None, None)
+
+    def take():
+        position[0] += 1
+        return tokens[position[0] - 1]
+
+    def disjunction():
+        result = conjunction()
+        while peek()[1] == "OR":
+            take()
+            result = conjunction() or result
+        return result
+
+    def conjunction():
+        result = True
+        while peek()[0] is not None and peek()[1] not in ("OR", ")"):
+            if peek()[1] == "AND":
+                take()
+            result = negation() and result
+        return result
+
+    def negation():
+        if peek()[1] == "NOT":
+            take()
+            return not negation()
+        kind, text = take()
+        if text == "(":
+            result = disjunction()
+            take()
+            return result
+        if kind != "term":
+            raise Unsupported("search word %r" % text)
+        name, _, value = text.partition("=")
+        pattern = re.compile(re.escape(value.strip('"')).replace(r"\*", ".*") + r"\Z", re.I | re.S)
+        return any(pattern.match(v) for v in fields.get(name) or [])
+
+    return disjunction()
