@@ -4,7 +4,8 @@
     python splunk_app/gen_conf.py --check   # exit 1 if they are out of date
 
 The hand-written parts (index-time settings, CIM mapping, lookups) live in
-``splunk_app/conf/*.conf.in``; this script adds, per sourcetype, the
+``splunk_app/conf/*.conf.in``, where a ``[neuvector:<notification>]`` stanza
+holds what all six per-type sourcetypes share; this script adds, per sourcetype, the
 search-time extractions derived from ``nvparser.schema`` so the field
 names, order and types are written down once. How an event is read:
 
@@ -177,8 +178,12 @@ def generate() -> Dict[str, str]:
         transforms.append(t)
     out = {}
     for name, generated in (("props.conf", props), ("transforms.conf", transforms)):
-        template = splunkconf.parse((TEMPLATES / (name + ".in")).read_text(encoding="utf-8"), name + ".in")
-        merged = splunkconf.merge(expand(template), *generated)
+        template = expand(splunkconf.parse((TEMPLATES / (name + ".in")).read_text(encoding="utf-8"), name + ".in"))
+        shared = template.pop(SOURCETYPE.format("<notification>"), {})
+        for notification in schema.NOTIFICATIONS if shared else ():
+            stanza = SOURCETYPE.format(notification)
+            template[stanza] = splunkconf.merge({stanza: shared}, {stanza: template.get(stanza, {})})[stanza]
+        merged = splunkconf.merge(template, *generated)
         out["default/" + name] = splunkconf.dump(merged, HEADER.format(name=name))
     out["lookups/neuvector_syslog_priorities.csv"] = priorities_csv()
     return out

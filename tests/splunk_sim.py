@@ -229,17 +229,16 @@ class Eval:
         return False
 
     def _or(self):
-        left = self._and()
-        while self._keyword("OR"):
-            right = self._and()
-            left = _bool(_truth(left) or _truth(right))
-        return left
+        return self._chain("OR", self._and, any)
 
     def _and(self):
-        left = self._comparison()
-        while self._keyword("AND"):
-            right = self._comparison()
-            left = _bool(_truth(left) and _truth(right))
+        return self._chain("AND", self._comparison, all)
+
+    def _chain(self, word: str, operand, combine):
+        left = operand()
+        while self._keyword(word):
+            right = operand()
+            left = _bool(combine((_truth(left), _truth(right))))
         return left
 
     def _comparison(self):
