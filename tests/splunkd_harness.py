@@ -1,10 +1,9 @@
 """Run the app's modular inputs the way splunkd does (splunk-notes §3).
 
-* The app is laid out as installed, file for file what ``splunk_app/build.py``
-  packages: ``bin/<scheme>.py`` and ``lib/`` holding ``nvparser``, the
-  ``nvsiem_splunk`` modules and the ``splunklib`` modules (from the
-  installed splunk-sdk) that the scripts import, so they import exactly
-  what they will in Splunk.
+* The app is the package ``make splunk-app`` builds (``splunk_app/build.py``),
+  unpacked: ``bin/<scheme>.py`` and ``lib/`` holding ``nvparser``, the
+  ``nvsiem_splunk`` modules and the splunklib 3.x modules the scripts
+  import, so they import exactly what they will in Splunk.
 * Introspection: ``<python> bin/<scheme>.py --scheme``.
 * Validation: ``--validate-arguments`` with ``<items>...<item name=..>`` on stdin.
 * Streaming: no argument, ``<input>...<configuration><stanza>`` on stdin
@@ -12,20 +11,20 @@
   ``<stream>`` only closes when the input exits); every stderr line must
   carry a splunkd level prefix. Stopping = SIGTERM, as splunkd does.
 """
-import importlib.util
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
+import tarfile
 import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional
 
-REPO = Path(__file__).resolve().parent.parent
+from splunk_package import build_package
+
 PYTHONS = {
     "3.9": "/root/.pyenv/versions/3.9.18/bin/python3",
     "3.13": "/root/.pyenv/versions/3.13.0/bin/python3",
@@ -36,15 +35,10 @@ SERVER = {"server_host": "nv-search-head", "server_uri": "https://127.0.0.1:8089
 
 
 def build_app(dest: Path) -> Path:
-    """The app as ``splunk_app/build.py`` packages it, unpacked in ``dest/neuvector_siem``."""
-    spec = importlib.util.spec_from_file_location("nv_app_build", REPO / "splunk_app" / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    for name, source in build.package_files():
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    return dest / build.APP_ID
+    """The app package ``make splunk-app`` ships (splunklib 3.x vendored), unpacked in ``dest``."""
+    with tarfile.open(build_package(dest / "dist")) as package:
+        package.extractall(dest / "apps")
+    return dest / "apps" / "neuvector_siem"
 
 
 def _env() -> dict:
