@@ -95,7 +95,10 @@ def run_until_stopped(main: Callable[[asyncio.Event], "asyncio.Future"], writer:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except NotImplementedError:   # Windows: splunkd ends the process outright
+                pass
         loop.set_exception_handler(
             lambda _loop, ctx: writer.log(EventWriter.WARN, "%s%s" % (
                 ctx.get("message"), ": %r" % ctx["exception"] if ctx.get("exception") else "")))
