@@ -112,7 +112,17 @@ def _typed(value):
     return (type(value).__name__, value)
 
 
+def _differences(got: dict, expected: dict) -> str:
+    keys = [k for k in {**expected, **got} if _typed(got.get(k, KeyError)) != _typed(expected.get(k, KeyError))]
+    return "; ".join(f"{k}: expected {expected.get(k, '<absent>')!r}, got {got.get(k, '<absent>')!r}" for k in keys)
+
+
 def assert_same_records(got: list, expected: list) -> None:
-    """Equal records, with equal JSON types for every value."""
-    assert got == expected
-    assert _typed(got) == _typed(expected), "same values but different JSON types"
+    """Equal records, with equal JSON types for every value.
+
+    The message names the fields that differ, so a failure reads at a glance
+    even for a large record.
+    """
+    assert len(got) == len(expected), f"{len(got)} records, expected {len(expected)}: {got!r}"
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert _typed(g) == _typed(e), f"record {i}: {_differences(g, e)}"
