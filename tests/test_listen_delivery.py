@@ -11,6 +11,7 @@ import http.client
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -103,7 +104,7 @@ def test_fan_out_with_type_filter(tmp_path):
     assert {json.loads(x)["notification"] for x in open(threats, "rb")} == {"threat"}
 
 
-def test_full_spool_pushes_back_on_tcp_and_refuses_udp_and_webhooks_loudly(tmp_path, controlled, caplog, monkeypatch):
+def test_full_spool_pushes_back_on_tcp_keeps_udp_raw_and_answers_webhooks_500(tmp_path, controlled, caplog, monkeypatch):
     monkeypatch.setattr(WebhookSource, "spool_wait", 0.2)
     quota = 256 << 10
     c = start_collector(tmp_path, ["tcp://127.0.0.1:0", "udp://127.0.0.1:0", "webhook://127.0.0.1:0"], ["test://siem"],
@@ -134,16 +135,18 @@ def test_full_spool_pushes_back_on_tcp_and_refuses_udp_and_webhooks_loudly(tmp_p
             if statuses[-1] != 200:
                 break
         assert statuses[-1] == 500  # NeuVector retries a 500 (and only a 500)
+        # UDP cannot push back: the datagrams wait as raw files in the spool directory.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            for frame in frames(1000, 1010):
+            for frame in frames(30000, 30010):
                 u.sendto(frame, ("127.0.0.1", udp))
-        wait_until(lambda: c.metrics.dropped.labels(c.sources[1].label, "spool_full")._value.get() == 10,
-                   what="UDP drops to be counted")
+        raw = tmp_path / "spool" / ("udp-%d-000000000001.raw" % udp)
+        wait_until(lambda: raw.exists() and raw.stat().st_size >= 10 * 1000, what="UDP datagrams on disk")
     sink.set_mode("ok")
     sender.join(30)
     accepted_webhooks = {20000 + i: 1 for i, status in enumerate(statuses) if status == 200}
-    wait_until(lambda: len(sink.seqs) >= total + len(accepted_webhooks), what="the backlog to drain")
-    assert sink.seqs == {**{i: 1 for i in range(total)}, **accepted_webhooks}  # no UDP datagram: they were refused
+    datagrams = {30000 + i: 1 for i in range(10)}
+    wait_until(lambda: len(sink.seqs) >= total + len(accepted_webhooks) + 10, what="the backlog to drain")
+    assert sink.seqs == {**{i: 1 for i in range(total)}, **accepted_webhooks, **datagrams}
     assert not c.spool.full
 
 
@@ -215,5 +218,31 @@ def test_sigterm_under_load_drains_cleanly(tmp_path):
         assert set(counts.values()) == {1}  # ...and no duplicates: nothing was in flight at the stop
         assert spooled(tmp_path / "spool") <= set(counts)  # everything accepted was delivered before exit
         assert "stopped" in proc.log.read_text()
+    finally:
+        proc.stop()
+
+
+def test_kill_9_with_udp_backlog_then_restart_delivers_every_datagram(tmp_path):
+    port = free_port(socket.SOCK_DGRAM)
+    out = tmp_path / "out.jsonl"
+    proc = CollectorProcess(tmp_path, ["udp://127.0.0.1:%d" % port], ["file://%s" % out]).start()
+    total = 10000
+    try:
+        # Freeze the collector's parser: only its receiver process takes the datagrams now.
+        proc.proc.send_signal(signal.SIGSTOP)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            for n, frame in enumerate(frames(0, total)):
+                u.sendto(frame, ("127.0.0.1", port))
+                if n % 200 == 199:
+                    time.sleep(0.01)  # about 20,000/s: within what the kernel buffer absorbs
+        proc.kill9()  # nothing of this was parsed: it is all in raw files or the socket buffer
+        assert len(delivered(str(out))) < total
+        proc.start()
+        wait_until(lambda: len(delivered(str(out))) >= total, 60, "every datagram after the restart")
+        counts = delivered(str(out))
+        assert set(counts) == set(range(total))
+        # At most one raw read (1 MiB: about 1,000 datagrams) and one sink batch are repeated.
+        assert sum(counts.values()) - total <= 1000 + FileSink.max_batch
+        assert proc.terminate() == 0
     finally:
         proc.stop()

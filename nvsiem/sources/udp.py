@@ -1,77 +1,178 @@
-"""``udp://HOST:PORT``: one syslog frame per datagram.
+"""``udp://HOST:PORT``: one syslog frame per datagram, none lost to a busy parser.
 
-A blocking ``recvfrom`` thread does nothing but move datagrams from the
-socket into a queue, with ``SO_RCVBUF`` raised (8 MiB asked by default) so
-bursts wait in the kernel rather than being dropped; a second thread parses
-and spools them in batches. asyncio's default datagram transport reads one
-datagram per loop iteration and loses a large share at 50,000/s, so it is
-not used. If the spool refuses a batch (quota reached) the datagrams are
-counted as dropped and logged: UDP has no way to push back.
+The socket is bound here (so a bad address fails at start) with
+``SO_RCVBUF`` raised (8 MiB asked by default; the kernel caps it at
+``net.core.rmem_max`` and a warning says so), then handed to a receiver
+process (``udp_receiver.py``) that only moves datagrams to raw files in the
+spool directory. This thread reads those files in order, parses each
+datagram and spools the records, keeping its position in
+``udp-<port>.offset``; consumed files are deleted.
+
+So a burst, or a parser slower than the sender for a while, becomes a raw
+backlog on disk instead of kernel drops. asyncio's default datagram
+transport (one datagram per loop iteration) and a ``recv`` thread sharing
+the GIL with the parser were both measured losing datagrams at 50,000/s.
+
+While the spool is full the raw files grow instead (up to the spool quota
+again; beyond it the receiver drops and counts: ``nvsiem_dropped_frames_total``
+with reason ``backlog_full``). After a crash, datagrams parsed since the last
+saved position (one batch) are parsed again.
 """
-import collections
+import errno
+import os
+import signal
 import socket
+import struct
+import subprocess
+import sys
 import time
 
-from .base import Source, log
+from nvparser import DeadLetter, json_dumps, json_loads
 
-_BATCH = 2000
-_QUEUE_MAX = 200_000  # datagrams received but not parsed yet (about 200 MB of 1 KB records)
+from .base import Source, log
+from .udp_receiver import raw_files
+
+_READ = 1 << 20
+_LENGTH = struct.Struct("<I")
 
 
 class UdpSource(Source):
     def start(self) -> None:
         host, port = self.address()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         wanted = self.config.udp_rcvbuf
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
-        got = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         if got < wanted:  # Linux reports twice what it grants
             log.warning("%s: SO_RCVBUF is %d bytes, not the %d asked: raise net.core.rmem_max "
                         "(sysctl -w net.core.rmem_max=%d) or bursts will be dropped by the kernel",
                         self.label, got, wanted, wanted)
-        self.sock.bind((host, port))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._queue = collections.deque()
-        self._receiving_done = False
-        self.up = True
-        self.spawn(self._receive, "udp-recv-%d" % self.port)
-        self.spawn(self._parse, "udp-parse-%d" % self.port)
-
-    def _receive(self) -> None:
-        recv, queue, put = self.sock.recv, self._queue, self._queue.append
-        while not self._stopping.is_set():
+        for attempt in range(40):
             try:
-                datagram = recv(65536)
-                if len(queue) < _QUEUE_MAX:
-                    put(datagram)
-                else:  # the parser fell this far behind: bound memory, count the loss
-                    self.collector.refused(self.label, 1, "parser_behind")
-            except socket.timeout:
-                continue
+                sock.bind((host, port))
+                break
             except OSError as exc:
-                if self._stopping.is_set():
-                    break
-                log.error("%s: receive failed: %s", self.label, exc)
-                time.sleep(0.1)
-        self._receiving_done = True
+                # The receiver of a collector that just died may still be draining this port.
+                if exc.errno != errno.EADDRINUSE or attempt == 39:
+                    raise
+                time.sleep(0.05)
+        self.port = sock.getsockname()[1]
+        self.key = port or self.port  # names the raw files: stable across restarts
+        self.directory = self.collector.spool.directory
+        self._offset_path = os.path.join(self.directory, "udp-%d.offset" % self.key)
+        self._status_path = os.path.join(self.directory, "udp-%d.status" % self.key)
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "nvsiem.sources.udp_receiver", "--fd", str(sock.fileno()),
+             "--dir", self.directory, "--port", str(self.key), "--parent", str(os.getpid()),
+             "--segment-bytes", str(self.config.spool_segment), "--max-backlog", str(self.config.spool_quota)],
+            pass_fds=[sock.fileno()], env=env, stdout=subprocess.PIPE)
+        sock.close()
+        if self.child.stdout.readline() != b"ready\n":  # receiving before start() returns
+            raise OSError("%s: the UDP receiver process did not start (exit status %s)" % (self.label, self.child.wait()))
+        self._dropped_seen = 0
+        self.up = True
+        self.spawn(self._consume, "udp-%d" % self.port)
 
-    def _parse(self) -> None:
-        parser, queue = self.parser(), self._queue
+    def _load_position(self):
+        try:
+            with open(self._offset_path, "rb") as f:
+                state = json_loads(f.read())
+            return int(state["file"]), int(state["offset"])
+        except FileNotFoundError:
+            return 0, 0
+
+    def _save_position(self, number: int, offset: int) -> None:
+        tmp = self._offset_path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(json_dumps({"file": number, "offset": offset}))
+        os.replace(tmp, self._offset_path)
+
+    def _consume(self) -> None:
+        parser = self.parser()
+        number, offset = self._load_position()
+        f, f_number, next_status, stop_by = None, None, 0.0, None
         while True:
-            if not queue:
-                if self._receiving_done:
-                    break
-                time.sleep(0.005)
+            if stop_by is None and self._stopping.is_set():
+                stop_by = time.monotonic() + self.config.drain_timeout
+            files = raw_files(self.directory, self.key)
+            for old, path in files:
+                if old < number:
+                    os.unlink(path)  # parsed before a restart
+            files = [(n, p) for n, p in files if n >= number]
+            now = time.monotonic()
+            if now >= next_status:
+                self._read_status()
+                next_status = now + 1.0
+            if stop_by is not None and (now > stop_by or (self.child.poll() is not None and self._caught_up(files, f))):
+                break
+            if not files:
+                self._stopping.wait(0.01)
                 continue
-            datagrams = [queue.popleft() for _ in range(min(_BATCH, len(queue)))]
-            events = []
-            for datagram in datagrams:
-                events += parser.feed_datagram(datagram)
-            self.received(sum(map(len, datagrams)))
-            self.collector.accept(events, self.label, timeout=0)
+            if files[0][0] != number:
+                number, offset = files[0][0], 0
+            if f_number != number:
+                if f:
+                    f.close()
+                f, f_number = open(files[0][1], "rb"), number
+            f.seek(offset)
+            data = f.read(_READ)
+            used = self._parse(parser, data) if data else 0
+            if used:
+                offset += used
+                self._save_position(number, offset)
+                continue
+            if len(files) > 1 and not f.read(1):  # a newer file exists: this one is complete
+                torn = data[used:]
+                if torn:
+                    self.collector.accept([DeadLetter(bytes(torn), "torn raw UDP record (power loss?)", offset)],
+                                          self.label)
+                f.close()
+                f, f_number = None, None
+                os.unlink(files[0][1])
+                number, offset = files[1][0], 0
+                self._save_position(number, offset)
+                continue
+            self._stopping.wait(0.005)
+        if f:
+            f.close()
+        self._read_status()
+
+    def _caught_up(self, files, f) -> bool:
+        return len(files) <= 1 and (f is None or not f.read(1))
+
+    def _parse(self, parser, data: bytes) -> int:
+        """Parse the complete raw records at the start of ``data``; return the bytes used."""
+        pos, end, events, datagrams = 0, len(data), [], 0
+        unpack, feed = _LENGTH.unpack_from, parser.feed_datagram
+        while pos + 4 <= end:
+            (size,) = unpack(data, pos)
+            if pos + 4 + size > end:
+                break
+            events += feed(data[pos + 4:pos + 4 + size])
+            pos += 4 + size
+            datagrams += 1
+        if pos:
+            self.received(pos - 4 * datagrams)
+            # Waiting for room in the spool just lets the raw files grow.
+            self.collector.accept(events, self.label, timeout=None)
+        return pos
+
+    def _read_status(self) -> None:
+        try:
+            with open(self._status_path, "rb") as f:
+                dropped = json_loads(f.read())["dropped"]
+        except (OSError, ValueError, KeyError):
+            return
+        if dropped > self._dropped_seen:
+            self.collector.refused(self.label, dropped - self._dropped_seen, "backlog_full")
+            self._dropped_seen = dropped
 
     def stop(self) -> None:
+        self._stopping.set()
+        self.up = False
+        if self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+        self.child.wait(30)
         super().stop()
-        self.sock.close()

@@ -1,0 +1,164 @@
+"""The UDP receiver process: datagrams from a socket to raw files, nothing else.
+
+Run by ``UdpSource`` with the bound socket passed as a file descriptor. It is
+a process of its own because a thread that makes one ``recv`` call per
+datagram, in a process whose other threads parse, waits for the GIL after
+every call (up to the 5 ms switch interval each time) and the kernel drops
+what no longer fits in the socket buffer. Alone, this loop drains well over
+100,000 datagrams/s.
+
+Raw file format (``udp-<port>-<n>.raw`` in the spool directory): each
+datagram as a 4-byte little-endian length, then its bytes. Files roll at
+``--segment-bytes``; the collector deletes those it has parsed. Writes go
+to the OS at least every 10 ms, so a crash of the collector loses no
+datagram this process took; when the collector dies (its pid is no longer
+our parent) or sends SIGTERM, this process drains the socket, writes and
+exits. When the raw files hold more than ``--max-backlog`` bytes (the
+parser is far behind), datagrams are dropped and counted in the status file
+``udp-<port>.status`` rather than filling the disk.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+_FLUSH_BYTES = 256 << 10
+_FLUSH_SECONDS = 0.01
+
+
+def raw_name(port: int, number: int) -> str:
+    return "udp-%d-%012d.raw" % (port, number)
+
+
+def raw_files(directory: str, port: int):
+    """(number, path) of the raw files for ``port``, oldest first."""
+    prefix, found = "udp-%d-" % port, []
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".raw"):
+            found.append((int(name[len(prefix):-4]), os.path.join(directory, name)))
+    return sorted(found)
+
+
+class Receiver:
+    def __init__(self, sock: socket.socket, directory: str, port: int, segment_bytes: int, max_backlog: int):
+        self.sock, self.directory, self.port = sock, directory, port
+        self.segment_bytes, self.max_backlog = segment_bytes, max_backlog
+        existing = raw_files(directory, port)
+        self.number = existing[-1][0] + 1 if existing else 1  # never append to a file written before
+        self.file = self._open()
+        self.size = 0
+        self.buf = bytearray()
+        self.received = self.dropped = 0
+        self.dropping = False
+        self.stopping = False
+        self.status_path = os.path.join(directory, "udp-%d.status" % port)
+
+    def _open(self):
+        return open(os.path.join(self.directory, raw_name(self.port, self.number)), "ab", buffering=0)
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        if self.size and self.size + len(self.buf) > self.segment_bytes:
+            self.file.close()
+            self.number += 1
+            self.file, self.size = self._open(), 0
+        view = memoryview(self.buf)
+        while view:
+            view = view[self.file.write(view):]
+        self.size += len(self.buf)
+        self.buf = bytearray()
+
+    def check(self) -> None:
+        """Every half second: is the backlog over its bound? Write the status file."""
+        backlog = sum(os.path.getsize(p) for _, p in raw_files(self.directory, self.port) if os.path.exists(p))
+        dropping = backlog > self.max_backlog
+        if dropping != self.dropping:
+            self.dropping = dropping
+            print(json.dumps({"level": "error" if dropping else "info", "logger": "nvsiem.udp",
+                              "msg": "udp port %d: %s (%d raw bytes not parsed yet)" % (
+                                  self.port, "parser far behind, dropping datagrams" if dropping
+                                  else "backlog back under its bound, receiving again", backlog)}),
+                  file=sys.stderr, flush=True)
+        tmp = self.status_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"received": self.received, "dropped": self.dropped}, f)
+        os.replace(tmp, self.status_path)
+
+    def run(self, parent: int) -> None:
+        recv, pack = self.sock.recv, struct.Struct("<I").pack
+        self.sock.settimeout(_FLUSH_SECONDS)
+        next_flush = next_check = time.monotonic()
+        n = 0
+        while True:
+            try:
+                datagram = recv(65536)
+            except socket.timeout:
+                datagram = None
+            if datagram is not None:
+                self.received += 1
+                if self.dropping:
+                    self.dropped += 1
+                else:
+                    self.buf += pack(len(datagram))
+                    self.buf += datagram
+                n += 1
+                if len(self.buf) < _FLUSH_BYTES and n & 63:
+                    continue
+            now = time.monotonic()
+            if len(self.buf) >= _FLUSH_BYTES or now >= next_flush or datagram is None:
+                self.flush()
+                next_flush = now + _FLUSH_SECONDS
+            if now >= next_check:
+                self.check()
+                next_check = now + 0.5
+            if self.stopping or os.getppid() != parent:
+                break
+        self.drain()
+
+    def drain(self) -> None:
+        """Take what the kernel still holds for us, write it, stop."""
+        self.sock.setblocking(False)
+        pack = struct.Struct("<I").pack
+        while True:
+            try:
+                datagram = self.sock.recv(65536)
+            except OSError:
+                break
+            self.received += 1
+            self.buf += pack(len(datagram))
+            self.buf += datagram
+        self.flush()
+        self.file.close()
+        self.check()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="nvsiem UDP receiver (started by nvsiem listen)")
+    ap.add_argument("--fd", type=int, required=True)
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--parent", type=int, required=True)
+    ap.add_argument("--segment-bytes", type=int, default=64 << 20)
+    ap.add_argument("--max-backlog", type=int, default=1 << 30)
+    args = ap.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    receiver = Receiver(sock, args.dir, args.port, args.segment_bytes, args.max_backlog)
+
+    def stop(*_):
+        receiver.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the collector, which stops us in order
+    sys.stdout.write("ready\n")
+    sys.stdout.close()
+    receiver.run(args.parent)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
