@@ -83,11 +83,17 @@ def test_events_carry_time_sourcetype_and_record(hec, token_env):
 
 
 def test_host_option_overrides_and_missing_time_is_left_to_splunk(hec, token_env):
-    rec = {"notification": "event", "name": "User.Login", "id": "rec-0"}
+    recs = [{"notification": "event", "name": "User.Login", "id": "rec-0"},
+            # no reported_timestamp: reported_at (RFC 3339, the event time) is next
+            {"notification": "event", "id": "rec-1", "reported_at": "2025-03-14T09:26:45Z",
+             "syslog": {"timestamp": "2025-03-14T09:26:47Z"}},
+            # then the syslog header's (send) time
+            {"notification": "event", "id": "rec-2", "reported_at": "", "syslog": {"timestamp": "2025-03-14T09:26:47Z"}}]
     sink = HecSink(f"splunk-hec+http://{hec.hostport}?{token_env}&host=nv-collector&gzip=false")
-    sink.send(encoded([rec]))
-    (event,) = hec.indexed
-    assert event["host"] == "nv-collector" and "time" not in event
+    sink.send(encoded(recs))
+    first, second, third = hec.indexed
+    assert first["host"] == "nv-collector" and "time" not in first
+    assert second["time"] == 1741944405 and third["time"] == 1741944407
     assert not hec.log[0]["gzip"]
 
 

@@ -25,23 +25,25 @@ def sourcetype(data: dict) -> str:
 
 
 def event_time(data: dict) -> Optional[float]:
-    """When the event happened: ``reported_timestamp``, else the syslog header time.
+    """When the event happened: ``reported_timestamp``, else ``reported_at``, else the syslog header time.
 
     The header time is when the controller sent the message, which can be
-    much later than the event; it is only a fallback. None lets Splunk stamp
-    the event itself.
+    much later than the event; it is only the last fallback. None lets
+    Splunk stamp the event itself.
     """
     reported = data.get("reported_timestamp")
-    if isinstance(reported, (int, float)) and not isinstance(reported, bool) and reported > 0:
+    if type(reported) is int and reported > 0:
         return reported
     header = data.get("syslog")
-    stamp = header.get("timestamp") if isinstance(header, dict) else None
-    if isinstance(stamp, str) and stamp:
-        try:
-            # Python 3.9's fromisoformat does not take a trailing "Z".
-            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
+    for stamp in (data.get("reported_at"), header.get("timestamp") if isinstance(header, dict) else None):
+        if isinstance(stamp, str) and stamp:
+            try:
+                # Python 3.9's fromisoformat does not take a trailing "Z".
+                moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if moment.tzinfo is not None:
+                return moment.timestamp()
     return None
 
 
