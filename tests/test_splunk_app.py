@@ -14,8 +14,6 @@
   parts bin/ needs, and its modular inputs start from the package alone
   under Splunk's Python 3.9 and 3.13.
 """
-import csv
-import io
 import re
 import subprocess
 import tarfile
@@ -388,6 +386,8 @@ def test_package_is_reproducible(package, tmp_path):
 @pytest.mark.parametrize("version", sorted(PYTHONS))
 def test_modular_inputs_start_from_the_package_alone(package, tmp_path, version):
     """What splunkd does first: run each bin/ script with --scheme, with only the app's own files."""
+    if not Path(PYTHONS[version]).exists():
+        pytest.skip("Python %s is not installed at %s" % (version, PYTHONS[version]))
     with tarfile.open(package) as tar:
         tar.extractall(tmp_path)
     scripts = sorted((tmp_path / APP_DIR.name / "bin").glob("*.py"))
