@@ -55,6 +55,14 @@ def test_generated_files_are_up_to_date():
         assert (APP_DIR / name).read_text(encoding="utf-8") == text, "run python splunk_app/gen_conf.py"
 
 
+def test_every_sourcetype_the_inputs_write_is_declared():
+    """The modular input and the HEC sink name their sourcetypes in nvsiem_splunk.records."""
+    from nvsiem_splunk import records
+    written = {records.DEADLETTER_SOURCETYPE, records.UNKNOWN_SOURCETYPE}
+    written |= {records.sourcetype({"notification": n}) for n in schema.NOTIFICATIONS}
+    assert written <= set(APP.props)
+
+
 def test_app_identity_and_permissions():
     app = conf("app.conf")
     assert app["package"]["id"] == app["id"]["name"] == APP_DIR.name
