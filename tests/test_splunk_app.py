@@ -381,7 +381,7 @@ def test_package_layout_and_modes(package):
             assert m.mode & 0o111 == (0o111 if in_bin else 0), (m.name, oct(m.mode))
             assert m.uid == m.gid == 0
     lib = {n.split("/lib/", 1)[1] for n in names if "/lib/" in n}
-    assert {"nvparser/__init__.py", "nvparser/_schema.py", "splunklib/__init__.py",
+    assert {"nvparser/__init__.py", "nvparser/schema.py", "splunklib/__init__.py",
             "splunklib/modularinput/script.py"} <= lib
     assert not any(n.startswith("splunklib/searchcommands") for n in lib)
     assert any(n.startswith("splunk_sdk-") and n.endswith("licenses/LICENSE") for n in lib)

@@ -12,11 +12,11 @@ import hashlib
 import os
 import re
 import time
-from datetime import datetime
 from typing import Any, List, Mapping, Optional, Tuple
 
 import msgpack
 from fluent.sender import EventTime
+from nvparser import event_time as record_time
 
 _TAG_WORD = re.compile(r"[a-z0-9_]+\Z")
 
@@ -41,34 +41,17 @@ def _whole_seconds(seconds: int) -> EventTime:
 
 
 def event_time(record: Mapping[str, Any]) -> EventTime:
-    """The event's own time, not its arrival time.
+    """The event's own time as an EventTime (``nvparser.event_time``), not its arrival time.
 
-    NeuVector's ``reported_timestamp`` (Unix seconds) first, then its
-    ``reported_at`` (RFC 3339), then the syslog header's timestamp (send
-    time); only a record with none of them gets the current time.
+    Only a record that says nothing about its time gets the current time.
     """
-    seconds = record.get("reported_timestamp")
-    if type(seconds) is int and seconds > 0:
+    seconds = record_time(record)
+    if seconds is None:
+        return EventTime.from_unix_nano(time.time_ns())
+    if type(seconds) is int:
         return _whole_seconds(seconds)
-    syslog = record.get("syslog")
-    for text in (record.get("reported_at"), syslog.get("timestamp") if isinstance(syslog, dict) else None):
-        parsed = _parse_rfc3339(text)
-        if parsed is not None:
-            return parsed
-    return EventTime.from_unix_nano(time.time_ns())
-
-
-def _parse_rfc3339(text: Any) -> Optional[EventTime]:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    seconds = int(moment.timestamp())
-    return EventTime(seconds, moment.microsecond * 1000) if moment.microsecond else _whole_seconds(seconds)
+    whole = int(seconds)
+    return EventTime(whole, round((seconds - whole) * 1e9))
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,16 +16,20 @@ never opens a socket or a file.
 Each event is a Record (``.data`` is the typed record), a DeadLetter (raw
 bytes plus a reason a person can act on) or a Skipped (a blank line or a
 controller log line). ``parse_frame`` decodes one frame, ``parse_webhook``
-one webhook body; ``schema`` describes NeuVector's records.
+one webhook body; ``schema`` describes NeuVector's records; ``event_time``
+tells when a record's event happened. ``HexDumpDecoder`` reads
+netcat-traditional's ``-o`` hex dumps and ``format_hexdump`` writes them.
 """
-from . import _schema as schema
+from . import schema
 from ._codec import json_dumps, json_loads
 from ._decode import parse_frame
-from ._events import DeadLetter, Record, Skipped
+from ._events import DeadLetter, Record, Skipped, event_time
+from ._hexdump import HexChunk, HexDumpDecoder, HexDumpError, format_hexdump, read_hexdump, split_records
 from ._stream import Parser
 from ._webhook import parse_webhook
 
 __all__ = [
     "Parser", "Record", "DeadLetter", "Skipped", "parse_frame", "parse_webhook",
-    "schema", "json_dumps", "json_loads",
+    "schema", "json_dumps", "json_loads", "event_time",
+    "HexChunk", "HexDumpDecoder", "HexDumpError", "format_hexdump", "read_hexdump", "split_records",
 ]

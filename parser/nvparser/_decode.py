@@ -5,7 +5,7 @@ import re
 from ._codec import json_loads
 from ._events import DeadLetter, Record, Skipped
 from ._header import split_header
-from ._schema import FIELDS
+from .schema import FIELDS
 from ._fast import fast_record
 from ._text import coerce_floats, parse_pairs, type_values
 

@@ -3,7 +3,8 @@
 Every frame the parser sees becomes exactly one of these, so a caller can
 account for every byte it fed in.
 """
-from typing import NamedTuple, Tuple
+from datetime import datetime
+from typing import NamedTuple, Optional, Tuple
 
 
 class Record(NamedTuple):
@@ -41,3 +42,26 @@ class Skipped(NamedTuple):
     raw: bytes
     reason: str
     offset: int = 0
+
+
+def event_time(data: dict) -> Optional[float]:
+    """When the event happened, in Unix seconds, or None when the record cannot say.
+
+    ``reported_timestamp`` first, then ``reported_at`` (RFC 3339), then the
+    syslog header's time. The header time is when the controller sent the
+    message, which can be much later than the event, so it comes last.
+    """
+    reported = data.get("reported_timestamp")
+    if type(reported) is int and reported > 0:
+        return reported
+    header = data.get("syslog")
+    for stamp in (data.get("reported_at"), header.get("timestamp") if isinstance(header, dict) else None):
+        if isinstance(stamp, str) and stamp:
+            try:
+                # Python 3.9's fromisoformat does not take a trailing "Z".
+                moment = datetime.fromisoformat(stamp.replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                continue
+            if moment.tzinfo is not None:
+                return moment.timestamp()
+    return None

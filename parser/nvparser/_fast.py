@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from ._codec import json_loads
 from ._events import Record
-from ._schema import FIELDS
+from .schema import FIELDS
 from ._text import _CANDIDATE, _SCHEMAS, coerce_floats, split_list, split_map
 
 _BOOLS = {"true": True, "false": False}

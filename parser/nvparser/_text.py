@@ -13,7 +13,7 @@ import re
 from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
-from ._schema import FIELDS, FREE_TEXT, typed_keys
+from .schema import FIELDS, FREE_TEXT, typed_keys
 
 _CANDIDATE = re.compile(r",([A-Za-z_][A-Za-z0-9_]*)=")
 _ITEM_START = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|NOTE|ERROR) - )")

@@ -11,7 +11,7 @@ from typing import Optional
 
 from ._decode import decode_text, text_record
 from ._events import DeadLetter, Record
-from ._schema import ACTIVITY_NAMES, notification_of
+from .schema import ACTIVITY_NAMES, notification_of
 from ._text import _CANDIDATE, coerce_floats
 
 _KV_LEVEL = re.compile(r"level=([A-Z]+),cluster=")

@@ -21,13 +21,13 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
-from nvparser import json_dumps, json_loads
+from nvparser import event_time, json_dumps, json_loads
 
 from nvsiem.config import parse_bool, parse_size
 from nvsiem.sinks import resolve_secrets
 from nvsiem.sinks.base import Sink, SinkError
 
-from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, event_time, sourcetype
+from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, sourcetype
 
 log = logging.getLogger(__name__)
 

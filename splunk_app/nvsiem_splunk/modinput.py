@@ -10,10 +10,10 @@ import signal
 import time
 from typing import Callable, Dict, Optional
 
-from nvparser import DeadLetter, Record, json_dumps
+from nvparser import DeadLetter, Record, event_time, json_dumps
 from splunklib.modularinput import Argument, Event, EventWriter, Scheme, Script
 
-from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, event_time, sourcetype
+from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, sourcetype
 
 # Characters XML 1.0 cannot carry, even as &#..; references. splunklib
 # writes C0 controls as they are, which makes splunkd's parser drop the

@@ -23,7 +23,7 @@ import time
 from typing import Dict, List
 
 from nvparser import DeadLetter, Parser
-from nvparser._hexdump import HexChunk, HexDumpDecoder
+from nvparser import HexChunk, HexDumpDecoder
 from splunklib.modularinput import Argument, EventWriter
 
 from .modinput import Emitter, NeuVectorScript, int_param

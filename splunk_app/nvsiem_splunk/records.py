@@ -5,10 +5,10 @@ Splunk app), so both paths index a record the same way. Standard library
 only: the app vendors this module next to ``nvparser``.
 """
 import base64
-from datetime import datetime
 from typing import Optional
 
-NOTIFICATIONS = ("violation", "threat", "incident", "event", "activity", "audit")
+from nvparser.schema import NOTIFICATIONS
+
 SOURCETYPE_PREFIX = "neuvector:"
 #: Frames the parser could not decode, indexed with their raw bytes and reason.
 DEADLETTER_SOURCETYPE = SOURCETYPE_PREFIX + "deadletter"
@@ -22,29 +22,6 @@ def sourcetype(data: dict) -> str:
     if notification in NOTIFICATIONS:
         return SOURCETYPE_PREFIX + notification
     return UNKNOWN_SOURCETYPE
-
-
-def event_time(data: dict) -> Optional[float]:
-    """When the event happened: ``reported_timestamp``, else ``reported_at``, else the syslog header time.
-
-    The header time is when the controller sent the message, which can be
-    much later than the event; it is only the last fallback. None lets
-    Splunk stamp the event itself.
-    """
-    reported = data.get("reported_timestamp")
-    if type(reported) is int and reported > 0:
-        return reported
-    header = data.get("syslog")
-    for stamp in (data.get("reported_at"), header.get("timestamp") if isinstance(header, dict) else None):
-        if isinstance(stamp, str) and stamp:
-            try:
-                # Python 3.9's fromisoformat does not take a trailing "Z".
-                moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            if moment.tzinfo is not None:
-                return moment.timestamp()
-    return None
 
 
 def event_host(data: dict) -> Optional[str]:
