@@ -1,0 +1,24 @@
+"""Run every benchmark in turn and print their tables (``make bench``).
+
+Each benchmark measures its own floor in the same run and prints
+records/s with the ratio to it. Run on a quiet machine: the figures are
+only as steady as the cores they get.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["bench_parser.py", "bench_listen.py", "bench_fluentd.py", "bench_splunk.py"]
+
+
+def main() -> int:
+    failed = 0
+    for name in BENCHMARKS:
+        print("\n### %s\n" % name, flush=True)
+        failed += subprocess.call([sys.executable, str(HERE / name)] + sys.argv[1:]) != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
