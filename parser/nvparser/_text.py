@@ -22,11 +22,12 @@ _ITEM_START = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|
 class _Schema:
     """Per-notification lookup tables, built once."""
 
-    __slots__ = ("position", "ints", "bools", "floats", "lists", "maps", "verdicts")
+    __slots__ = ("position", "types", "ints", "bools", "floats", "lists", "maps", "verdicts")
 
     def __init__(self, notification: str):
         fields = FIELDS[notification]
         self.position = {f.name: i for i, f in enumerate(fields)}
+        self.types = {f.name: f.type for f in fields}
         self.ints = typed_keys(notification, "int")
         self.bools = typed_keys(notification, "bool")
         self.floats = typed_keys(notification, "float")
@@ -74,19 +75,19 @@ def parse_pairs(body: str, schema_name: str) -> Tuple[List[Tuple[str, str]], Lis
 def _resolve(parts, schema: _Schema, first_key: str, first_value: str, sep: str):
     """Slow path: pick the real boundaries among the candidates.
 
-    Linear apart from the O(k log k) run search: values are built from
-    pieces and joined once, so a frame full of ``,x=`` stays cheap.
+    Values are built from pieces and joined once, so a frame full of
+    ``,x=`` stays cheap.
     """
     keys = parts[1::2]
     values = parts[2::2]
     notes: List[str] = []
-    accepted = _longest_increasing(keys, schema.position)
     if sep:
         pairs = [(first_key, [first_value])]
     else:
         # No key at the start: keep the text under a key that says so.
         pairs = [("_unkeyed", [parts[0]])]
         notes.append("text before the first key")
+    accepted = _boundaries(pairs[0][0], pairs[0][1][0], keys, values, schema)
     seen = {pairs[0][0]}
     for i, (key, value) in enumerate(zip(keys, values)):
         current = pairs[-1][0]
@@ -99,6 +100,91 @@ def _resolve(parts, schema: _Schema, first_key: str, first_value: str, sep: str)
         else:
             pairs[-1][1].append("," + key + "=" + value)
     return [(k, "".join(pieces)) for k, pieces in pairs], notes
+
+
+_KEY_POINTS = 10   # each real key found
+_MISFIT = 15       # a value that cannot be its field's type costs more than a key
+
+
+def _boundaries(first_key: str, first_value: str, keys, values, schema: _Schema) -> set:
+    """Indexes of the candidates that are real keys.
+
+    Real keys appear in struct order and their values fit their types. Of
+    the ways to read the candidates as increasing runs of known keys, take
+    the one with the most keys, less a penalty for each value that would not
+    fit its type (``monitor=false,message=x,packet=0``: ``packet`` is a fake
+    key inside ``message``, or ``monitor`` would hold ``false,message=x``).
+    Between equally good readings, cut each value at the nearest key, as
+    NeuVector's field order suggests; but of two occurrences of the same key
+    the later one is real, the earlier sitting inside a value. Quadratic in
+    the number of known candidates, so above a bound the longest run decides.
+    """
+    position = schema.position
+    known = [i for i, key in enumerate(keys) if key in position]
+    if len(known) > 96:
+        return _longest_increasing(keys, position)
+    types = schema.types
+    n = len(keys)
+
+    def misfit(start: int, end: int) -> int:
+        """Penalty for the value of candidate ``start`` (-1: the first key) running up to candidate ``end``."""
+        kind = types.get(first_key if start < 0 else keys[start])
+        if kind is None or kind == "str":
+            return 0
+        head = first_value if start < 0 else values[start]
+        if kind in ("list", "map"):
+            tail = values[end - 1] if end - 1 > start else head
+            fits = head.startswith("[" if kind == "list" else "map[") and tail.endswith("]")
+        else:
+            fits = end == start + 1 and _SCALAR_FITS[kind](head)
+        return 0 if fits else _MISFIT
+
+    def better(score_a, chain_a, score_b, chain_b) -> bool:
+        if score_a != score_b:
+            return score_a > score_b
+        for x, y in zip(chain_a, chain_b):
+            if x != y:
+                return x > y if keys[x] == keys[y] else x < y
+        return len(chain_a) > len(chain_b)
+
+    start_pos = position.get(first_key, -1)
+    best = {}  # candidate -> (score, chain of candidates ending with it)
+    for j in known:
+        pos = position[keys[j]]
+        top = None
+        if pos > start_pos:
+            top = (_KEY_POINTS - misfit(-1, j), (j,))
+        for i in known:
+            if i >= j:
+                break
+            if i in best and position[keys[i]] < pos:
+                score, chain = best[i]
+                option = (score + _KEY_POINTS - misfit(i, j), chain + (j,))
+                if top is None or better(*option, *top):
+                    top = option
+        if top is not None:
+            best[j] = top
+    final = (-misfit(-1, n), ())
+    for i, (score, chain) in best.items():
+        option = (score - misfit(i, n), chain)
+        if better(*option, *final):
+            final = option
+    return set(final[1])
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+_SCALAR_FITS = {"int": _is_int, "float": _is_float, "bool": lambda text: text in ("true", "false")}
 
 
 def _longest_increasing(keys, position) -> set:
