@@ -126,7 +126,7 @@ class Collector:
     def open_sinks(self, urls: Iterable[str]) -> None:
         wanted = {}
         for url in urls:
-            clean, types = split_collector_options(url)
+            _, types = split_collector_options(url)
             sink = open_sink(url)
             name = sink_id(url)
             reader = self.spool.reader(name, types, sink.describe())

@@ -303,13 +303,26 @@ def _cut_torn_tail(path: str, size: int) -> int:
         return pos
 
 
-def _load_cursor(path: str) -> Tuple[int, int]:
+def load_state(path: str, default: dict) -> dict:
+    """A small JSON state file (cursor, read position), or ``default`` if there is none yet."""
     try:
         with open(path, "rb") as f:
-            state = json_loads(f.read())
-        return int(state["segment"]), int(state["offset"])
+            return json_loads(f.read())
     except FileNotFoundError:
-        return 0, 0
+        return default
+
+
+def save_state(path: str, state: dict) -> None:
+    """Replace a state file atomically: a crash leaves the old or the new one, never half."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(json_dumps(state))
+    os.replace(tmp, path)
+
+
+def _load_cursor(path: str) -> Tuple[int, int]:
+    state = load_state(path, {"segment": 0, "offset": 0})
+    return int(state["segment"]), int(state["offset"])
 
 
 def notification_of(line: bytes) -> Optional[str]:
@@ -406,10 +419,7 @@ class SpoolReader:
         if not self.has_pending:
             return
         self._segment, self._offset = self._pending
-        tmp = self._cursor_path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(json_dumps({"segment": self._segment, "offset": self._offset, "sink": self.label}))
-        os.replace(tmp, self._cursor_path)
+        save_state(self._cursor_path, {"segment": self._segment, "offset": self._offset, "sink": self.label})
         with self.spool._lock:
             self.spool._delete_passed()
 

@@ -10,7 +10,6 @@ such failure.
 import http.client
 import json
 import logging
-import os
 import signal
 import socket
 import threading

@@ -2,7 +2,6 @@
 import json
 import os
 
-import pytest
 
 from nvsiem import config
 from nvsiem.sinks import open_sink, sink_id, split_collector_options

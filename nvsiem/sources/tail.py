@@ -19,9 +19,8 @@ import hashlib
 import os
 import time
 
-from nvparser import json_dumps, json_loads
-
 from ..sinks.file import path_of
+from ..spool import load_state, save_state
 from .base import Source, log
 
 _READ = 1 << 20
@@ -40,11 +39,7 @@ class TailSource(Source):
 
     def _open_resumed(self):
         """(file, inode, position) to start from, per the saved state."""
-        try:
-            with open(self.state_path, "rb") as f:
-                state = json_loads(f.read())
-        except FileNotFoundError:
-            state = {"inode": None, "offset": 0}
+        state = load_state(self.state_path, {"inode": None, "offset": 0})
         candidates = [self.path] + [os.path.join(os.path.dirname(self.path) or ".", n)
                                     for n in sorted(os.listdir(os.path.dirname(self.path) or "."))]
         for candidate in candidates:
@@ -61,10 +56,7 @@ class TailSource(Source):
         return f, os.fstat(f.fileno()).st_ino, 0
 
     def _save(self, inode: int, offset: int) -> None:
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(json_dumps({"path": self.path, "inode": inode, "offset": offset}))
-        os.replace(tmp, self.state_path)
+        save_state(self.state_path, {"path": self.path, "inode": inode, "offset": offset})
 
     def _follow(self) -> None:
         f = None

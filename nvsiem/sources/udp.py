@@ -27,8 +27,9 @@ import subprocess
 import sys
 import time
 
-from nvparser import DeadLetter, json_dumps, json_loads
+from nvparser import DeadLetter
 
+from ..spool import load_state, save_state
 from .base import Source, log
 from .udp_receiver import raw_files
 
@@ -77,18 +78,11 @@ class UdpSource(Source):
         self.spawn(self._consume, "udp-%d" % self.port)
 
     def _load_position(self):
-        try:
-            with open(self._offset_path, "rb") as f:
-                state = json_loads(f.read())
-            return int(state["file"]), int(state["offset"])
-        except FileNotFoundError:
-            return 0, 0
+        state = load_state(self._offset_path, {"file": 0, "offset": 0})
+        return int(state["file"]), int(state["offset"])
 
     def _save_position(self, number: int, offset: int) -> None:
-        tmp = self._offset_path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(json_dumps({"file": number, "offset": offset}))
-        os.replace(tmp, self._offset_path)
+        save_state(self._offset_path, {"file": number, "offset": offset})
 
     def _consume(self) -> None:
         parser = self.parser()
@@ -162,8 +156,7 @@ class UdpSource(Source):
 
     def _read_status(self) -> None:
         try:
-            with open(self._status_path, "rb") as f:
-                dropped = json_loads(f.read())["dropped"]
+            dropped = load_state(self._status_path, {"dropped": 0})["dropped"]
         except (OSError, ValueError, KeyError):
             return
         if dropped > self._dropped_seen:

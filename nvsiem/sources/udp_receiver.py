@@ -26,6 +26,8 @@ import struct
 import sys
 import time
 
+from ..spool import save_state
+
 _FLUSH_BYTES = 256 << 10
 _FLUSH_SECONDS = 0.01
 
@@ -84,10 +86,7 @@ class Receiver:
                                   self.port, "parser far behind, dropping datagrams" if dropping
                                   else "backlog back under its bound, receiving again", backlog)}),
                   file=sys.stderr, flush=True)
-        tmp = self.status_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"received": self.received, "dropped": self.dropped}, f)
-        os.replace(tmp, self.status_path)
+        save_state(self.status_path, {"received": self.received, "dropped": self.dropped})
 
     def run(self, parent: int) -> None:
         recv, pack = self.sock.recv, struct.Struct("<I").pack
