@@ -38,8 +38,7 @@ sys.path.insert(0, str(HERE))
 
 import splunkconf  # noqa: E402
 from nvparser import schema  # noqa: E402
-from nvparser._framing import _RECORD_START  # noqa: E402  (one definition of a record's first line)
-from nvparser._text import _ITEM_START  # noqa: E402  (one definition of where a compliance item starts)
+from nvparser.schema import ITEM_START, RECORD_START  # noqa: E402
 
 TEMPLATES = HERE / "conf"
 APP = HERE / "neuvector_siem"
@@ -89,7 +88,7 @@ def text_list(name: str) -> str:
     inner = "replace(%s, %s, \"\")" % (name, _eval_string(r"^\[|\]$"))
     if name == "items":
         # Items hold spaces: split where the next "<id> <LEVEL> - " starts, as the parser does.
-        inner = "replace(%s, %s, %s)" % (inner, _eval_string(_ITEM_START.pattern), _eval_string(ITEM_SEPARATOR))
+        inner = "replace(%s, %s, %s)" % (inner, _eval_string(ITEM_START.pattern), _eval_string(ITEM_SEPARATOR))
         return 'if(%s=="[]", null(), split(%s, %s))' % (name, inner, _eval_string(ITEM_SEPARATOR))
     return 'if(%s=="[]", null(), split(%s, " "))' % (name, inner)
 
@@ -166,7 +165,7 @@ def priorities_csv() -> str:
 
 def line_breaker() -> str:
     """Break before a line that starts a record; any other line continues the one before."""
-    return "([\\r\\n]+)(?=%s)" % _RECORD_START.pattern.decode("ascii")
+    return "([\\r\\n]+)(?=%s)" % RECORD_START.pattern.decode("ascii")
 
 
 def generate() -> Dict[str, str]:

@@ -14,16 +14,10 @@ bytes between separators, so frames plus one LF each add up to the input.
 import re
 from typing import List, Optional, Tuple
 
+from .schema import RECORD_START
+
 Frame = Tuple[bytes, int, Optional[str]]
 
-# What a record's first line looks like, whichever header form it has.
-_RECORD_START = re.compile(
-    rb'<\d{1,3}>'                          # syslog PRI (RFC 5424 / 3164)
-    rb'|\d{4}-\d\d-\d\dT\d\d:\d\d'         # receiver-printed header, CRI, controller log
-    rb'|notification='                     # bare text body (pod log)
-    rb'|\{"'                               # bare JSON body
-    rb'|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d '  # RFC 3164 without PRI
-)
 _OCTET_COUNT = re.compile(rb"([1-9]\d{0,5}) (?=<)")
 _CRI_PREFIX = re.compile(rb"\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) ([FP]) ")
 _DIGITS = frozenset(b"123456789")
@@ -37,8 +31,8 @@ def starts_record(line: bytes) -> bool:
     if cri is not None:
         # A CRI runtime prefixes every line, continuation lines too: look past it.
         rest = line[cri.end():]
-        return not rest or _RECORD_START.match(rest) is not None
-    return _RECORD_START.match(line) is not None
+        return not rest or RECORD_START.match(rest) is not None
+    return RECORD_START.match(line) is not None
 
 
 def _cri_partial(line: bytes) -> bool:

@@ -13,10 +13,9 @@ import re
 from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
-from .schema import FIELDS, FREE_TEXT, typed_keys
+from .schema import FIELDS, FREE_TEXT, ITEM_START, typed_keys
 
 _CANDIDATE = re.compile(r",([A-Za-z_][A-Za-z0-9_]*)=")
-_ITEM_START = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|NOTE|ERROR) - )")
 
 
 class _Schema:
@@ -265,7 +264,7 @@ def split_list(key: str, inner: str) -> List[str]:
     Compliance ``items`` hold spaces; each starts ``<id> <LEVEL> - ``.
     """
     if key == "items":
-        return _ITEM_START.split(inner)
+        return ITEM_START.split(inner)
     return inner.split(" ")
 
 

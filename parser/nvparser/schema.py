@@ -9,6 +9,7 @@ Types are the JSON types NeuVector's JSON mode gives the Go fields:
 ``str``, ``int``, ``bool``, ``float`` (Go float32), ``list`` ([]string) and
 ``map`` (map[string]string). ``omitempty`` fields are absent when zero.
 """
+import re
 from typing import Dict, FrozenSet, NamedTuple, Tuple
 
 
@@ -258,3 +259,18 @@ def notification_of(keys) -> str:
 
 #: Event names NeuVector reports as ``notification=activity`` (webhooks say ``event``).
 ACTIVITY_NAMES = frozenset({"Container.Start", "Container.Stop", "Container.Secured", "Container.Remove"})
+
+
+#: A record's first line, whichever header form it has (bytes pattern). A
+#: line that does not match continues the record before it.
+RECORD_START = re.compile(
+    rb'<\d{1,3}>'                          # syslog PRI (RFC 5424 / 3164)
+    rb'|\d{4}-\d\d-\d\dT\d\d:\d\d'         # receiver-printed header, CRI, controller log
+    rb'|notification='                     # bare text body (pod log)
+    rb'|\{"'                               # bare JSON body
+    rb'|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d '  # RFC 3164 without PRI
+)
+
+#: Where an element of a text-mode compliance ``items`` list starts: Go joins
+#: the elements with single spaces, and each reads ``<check> <LEVEL> - ``.
+ITEM_START = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|NOTE|ERROR) - )")
