@@ -4,6 +4,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
+SPLUNK_SDK_WHEEL := .cache/wheels/splunk_sdk-3.0.1-py3-none-any.whl
+
 .PHONY: run test bench splunk-app system-deps clean
 
 $(STAMP): setup.cfg pyproject.toml
@@ -27,5 +29,13 @@ test: $(STAMP) system-deps
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+# PyPI serves splunk-sdk 3.0.1 only to Python >= 3.13; the wheel is pure
+# Python and the parts the app vendors run on Splunk 9's Python 3.9 too.
+$(SPLUNK_SDK_WHEEL): $(STAMP)
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.13 -d .cache/wheels splunk-sdk==3.0.1
+
+splunk-app: $(STAMP) $(SPLUNK_SDK_WHEEL)
+	$(BIN)/python splunk_app/build.py --sdk-wheel $(SPLUNK_SDK_WHEEL)
+
 clean:
-	rm -rf $(VENV) build dist out .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-appinspect .cache build dist out .pytest_cache .hypothesis
