@@ -121,6 +121,8 @@ def test_full_spool_pushes_back_on_tcp_keeps_udp_raw_and_answers_webhooks_500(tm
         wait_until(lambda: c.spool.full, what="the quota to be reached")
         assert any("spool quota reached" in r.getMessage() for r in caplog.records)
         assert c.spool.used_bytes <= quota
+        ok, report = c.health()  # readiness fails: a Service sends new connections to another replica
+        assert not ok and report["spool"]["full"]
         assert sender.is_alive()  # TCP is pushed back on, not dropped
 
         # Smaller inputs may still fit in what is left; webhooks fill it until NeuVector is told to retry.
@@ -209,6 +211,10 @@ def test_sigterm_under_load_drains_cleanly(tmp_path):
         sender = threading.Thread(target=stream, args=(port, 0, 1_000_000))
         sender.start()
         wait_until(lambda: out.exists() and out.stat().st_size > 5_000_000, what="the stream to be under way")
+        source = "tcp://127.0.0.1:%d" % port
+        assert proc.metric("nvsiem_source_up", source=source) == 1
+        assert proc.metric("nvsiem_parsed_records_total", source=source, notification="violation") > 0
+        assert proc.metric("nvsiem_delivered_records_total", sink="file://%s" % out) > 0
         assert proc.terminate() == 0
         sender.join(30)
         counts = delivered(str(out))

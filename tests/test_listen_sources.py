@@ -1,4 +1,5 @@
 """Each source of ``nvsiem listen`` with real senders on 127.0.0.1, counted end to end."""
+import base64
 import http.client
 import json
 import os
@@ -49,6 +50,20 @@ def test_tcp_many_concurrent_senders_each_record_once(tmp_path, collectors):
     out = str(tmp_path / "out.jsonl")
     wait_until(lambda: sum(delivered(out).values()) >= senders * per_sender, what="all records")
     assert delivered(out) == {i: 1 for i in range(senders * per_sender)}
+
+
+def test_stream_cut_mid_frame_is_a_dead_letter_not_a_record(tmp_path, collectors):
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"])
+    collectors.append(c)
+    whole, cut = frames(0, 2)
+    with socket.create_connection(("127.0.0.1", c.sources[0].port)) as s:
+        s.sendall(whole + cut[:300])  # the sender dies in the middle of the second frame
+    dead_letters = tmp_path / "spool" / "dead-letters.jsonl"
+    wait_until(lambda: dead_letters.exists() and dead_letters.stat().st_size, what="the dead letter")
+    (dead,) = [json.loads(x) for x in open(dead_letters, "rb")]
+    assert "no LF" in dead["reason"] and dead["source"] == "tcp://127.0.0.1:0"
+    assert base64.b64decode(dead["raw_base64"]) == cut[:300]
+    wait_until(lambda: delivered(str(tmp_path / "out.jsonl")) == {0: 1}, what="the whole frame")
 
 
 def test_logger_rfc5424_over_tcp_and_udp(tmp_path, collectors):
