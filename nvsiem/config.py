@@ -61,7 +61,8 @@ SETTINGS = (
     Setting("to", ["file://nvsiem-records.jsonl"],
             "sink URL, repeatable: file://PATH, stdout://, fluentd://, splunk-hec://…; ?types=violation,threat filters", "list"),
     Setting("spool", "nvsiem-spool", "spool directory (the state to keep on a volume)"),
-    Setting("spool_quota", "1G", "most bytes the spool may hold; then TCP waits, UDP drops (counted), webhooks get 500", "size"),
+    Setting("spool_quota", "1G", "most bytes the spool may hold; when reached, TCP and file input wait, UDP waits in "
+            "raw files (up to the same size again, then drops, counted) and webhooks get 500", "size"),
     Setting("spool_segment", "16M", "spool segment file size", "size"),
     Setting("fsync_interval", 1.0, "seconds between spool fsyncs (0: fsync every batch)", "float"),
     Setting("metrics", "tcp://0.0.0.0:9090", "address for /metrics and /healthz (\"off\" disables)"),
@@ -116,7 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="append", metavar="URL",
                                 help="%s (env %s; default %s)" % (s.help, env, " ".join(s.default)))
         else:
-            parser.add_argument(flag, metavar=s.name.upper().split("_")[-1],
+            metavar = {"size": "SIZE", "float": "SECONDS"}.get(s.kind) or {
+                "spool": "DIR", "metrics": "ADDRESS"}.get(s.name, s.name.upper().split("_")[-1])
+            parser.add_argument(flag, metavar=metavar,
                                 help="%s (env %s; default %s)" % (s.help, env, s.default))
 
 

@@ -21,9 +21,10 @@ segment is ever written and a torn tail (power loss) is cut at the last
 complete line on recovery.
 
 The quota bounds the bytes on disk. When appending would exceed it,
-``append`` waits for space (TCP stops reading: back-pressure) or gives up
-after ``timeout`` and returns False (UDP counts a drop, the webhook answers
-500 so NeuVector retries): never silently, see ``on_full``.
+``append`` waits for space (TCP and file tails stop reading: back-pressure;
+UDP datagrams wait in the receiver's raw files) or gives up after
+``timeout`` and returns False (the webhook answers 500 so NeuVector
+retries): never silently, see ``on_full``.
 """
 import logging
 import os
