@@ -42,6 +42,9 @@ def record_line(data: dict) -> bytes:
 
 def _pieces(lines: List[bytes], max_bytes: int):
     """Split ``lines`` into runs of at most ``max_bytes`` (one line at least)."""
+    if sum(map(len, lines)) + len(lines) <= max_bytes:  # the usual case, summed in C
+        yield lines
+        return
     start, size = 0, 0
     for i, line in enumerate(lines):
         if size and size + len(line) + 1 > max_bytes:
@@ -75,16 +78,19 @@ class Collector:
         counted as dropped and logged. Records go to the spool in pieces of
         at most 1/8 of the quota, so even a large batch fits once sinks catch up.
         """
-        lines, dead, kinds, skipped = [], [], Tally(), 0
+        # The hot loop of the collector: kept to plain appends, counted in C afterwards.
+        lines, kinds, others = [], [], []
+        line, kind, other = lines.append, kinds.append, others.append
         for event in events:
             if type(event) is Record:
                 data = event.data
-                lines.append(record_line(data))
-                kinds[data.get("notification")] += 1
-            elif type(event) is DeadLetter:
-                dead.append(dead_letter_json(event, source))
+                line(record_line(data))
+                kind(data.get("notification"))
             else:
-                skipped += 1
+                other(event)
+        kinds = Tally(kinds)
+        dead = [dead_letter_json(e, source) for e in others if type(e) is DeadLetter]
+        skipped = len(others) - len(dead)
         m = self.metrics
         m.received_frames.labels(source).inc(len(lines) + len(dead) + skipped)
         if dead:

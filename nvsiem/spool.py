@@ -68,6 +68,7 @@ class Spool:
         self._lock = threading.Condition()
         self._readers: List["SpoolReader"] = []
         self._closed = False
+        self._stopped = threading.Event()
         self._no_wait = False
         self._full = False
         self._full_logged = -60.0
@@ -170,15 +171,21 @@ class Spool:
             self._dirty = False
 
     def _sync_loop(self) -> None:
-        with self._lock:
-            while not self._closed:
-                self._lock.wait(self.fsync_interval)
-                if not self._closed:
-                    try:
-                        self._fsync()
-                    except OSError as exc:
-                        self._last_error = "spool fsync failed: %s" % exc
-                        log.error(self._last_error)
+        # Its own clock (not the condition appends notify) and the fsync outside the
+        # lock: appends never wait for the disk.
+        while not self._stopped.wait(self.fsync_interval):
+            with self._lock:
+                if not self._dirty or self._closed:
+                    continue
+                fd = os.dup(self._file.fileno())
+                self._dirty = False
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self._last_error = "spool fsync failed: %s" % exc
+                log.error(self._last_error)
+            finally:
+                os.close(fd)
 
     def stop_waiting(self) -> None:
         """Make appends waiting for room (and later ones) give up at once: the collector is stopping."""
@@ -198,6 +205,7 @@ class Spool:
             self._fsync()
             self._file.close()
             self._lock.notify_all()
+        self._stopped.set()
         if self._syncer:
             self._syncer.join()
 
