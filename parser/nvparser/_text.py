@@ -147,6 +147,12 @@ def _boundaries(first_key: str, first_value: str, keys, values, schema: _Schema)
         return len(chain_a) > len(chain_b)
 
     start_pos = position.get(first_key, -1)
+    if _increasing([start_pos] + [position[keys[i]] for i in known]):
+        # Only unknown keys were in the way (a newer NeuVector, or ",word="
+        # inside free text): every known key is real if every value fits.
+        cuts = [-1] + known + [n]
+        if not any(misfit(a, b) for a, b in zip(cuts, cuts[1:])):
+            return set(known)
     best = {}  # candidate -> (score, chain of candidates ending with it)
     for j in known:
         pos = position[keys[j]]
@@ -169,6 +175,10 @@ def _boundaries(first_key: str, first_value: str, keys, values, schema: _Schema)
         if better(*option, *final):
             final = option
     return set(final[1])
+
+
+def _increasing(positions) -> bool:
+    return all(a < b for a, b in zip(positions, positions[1:]))
 
 
 def _is_int(text: str) -> bool:
