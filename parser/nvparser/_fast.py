@@ -12,9 +12,7 @@ from typing import Dict, Optional, Tuple, Union
 from ._codec import json_loads
 from ._events import Record
 from .schema import FIELDS
-from ._text import _CANDIDATE, _SCHEMAS, coerce_floats, split_list, split_map
-
-_BOOLS = {"true": True, "false": False}
+from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split_map
 
 # (notification, int keys, bool keys, float keys, list keys, map keys) for a
 # key sequence, or False when the sequence needs the general path.
@@ -75,7 +73,7 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
             for key in ints:
                 data[key] = int(data[key])
             for key in bools:
-                data[key] = _BOOLS[data[key]]
+                data[key] = BOOLS[data[key]]
             for key in floats:
                 data[key] = float(data[key])
         except (ValueError, KeyError):

@@ -21,12 +21,14 @@ _CANDIDATE = re.compile(r",([A-Za-z_][A-Za-z0-9_]*)=")
 class _Schema:
     """Per-notification lookup tables, built once."""
 
-    __slots__ = ("position", "types", "ints", "bools", "floats", "lists", "maps", "verdicts")
+    __slots__ = ("position", "types", "conversions", "ints", "bools", "floats", "lists", "maps", "verdicts")
 
     def __init__(self, notification: str):
         fields = FIELDS[notification]
         self.position = {f.name: i for i, f in enumerate(fields)}
         self.types = {f.name: f.type for f in fields}
+        # (key, converter) for every field that is not a string, in wire order
+        self.conversions = tuple((f.name, CONVERTERS[f.type]) for f in fields if f.type != "str")
         self.ints = typed_keys(notification, "int")
         self.bools = typed_keys(notification, "bool")
         self.floats = typed_keys(notification, "float")
@@ -52,7 +54,6 @@ class _Schema:
         return verdict
 
 
-_SCHEMAS = {name: _Schema(name) for name in FIELDS}
 
 
 def parse_pairs(body: str, schema_name: str) -> Tuple[List[Tuple[str, str]], List[str]]:
@@ -225,47 +226,51 @@ def _longest_increasing(keys, position) -> set:
     return chosen
 
 
+BOOLS = {"true": True, "false": False}
+
+
 def type_values(record: dict, schema_name: str, notes: List[str]) -> dict:
-    """Convert text values to the JSON types NeuVector's JSON mode gives them."""
-    schema = _SCHEMAS[schema_name]
-    for key in schema.ints:
+    """Convert text values to the JSON types NeuVector's JSON mode gives them.
+
+    A value that does not fit its type is kept as sent, and noted.
+    """
+    for key, convert in _SCHEMAS[schema_name].conversions:
         value = record.get(key)
         if value is not None:
             try:
-                record[key] = int(value)
-            except ValueError:
-                notes.append("%s is not an integer: %r" % (key, value))
-    for key in schema.bools:
-        value = record.get(key)
-        if value is not None:
-            if value == "true":
-                record[key] = True
-            elif value == "false":
-                record[key] = False
-            else:
-                notes.append("%s is not a boolean: %r" % (key, value))
-    for key in schema.floats:
-        value = record.get(key)
-        if value is not None:
-            try:
-                record[key] = float(value)
-            except ValueError:
-                notes.append("%s is not a number: %r" % (key, value))
-    for key in schema.lists:
-        value = record.get(key)
-        if value is not None:
-            if value[:1] == "[" and value[-1:] == "]":
-                record[key] = split_list(key, value[1:-1])
-            else:
-                notes.append("%s is not a [list]: %r" % (key, value))
-    for key in schema.maps:
-        value = record.get(key)
-        if value is not None:
-            if value[:4] == "map[" and value[-1:] == "]":
-                record[key] = split_map(value[4:-1])
-            else:
-                notes.append("%s is not a map[...]: %r" % (key, value))
+                record[key] = convert(key, value)
+            except (ValueError, KeyError):
+                notes.append("%s is not %s: %r" % (key, _KINDS[convert], value))
     return record
+
+
+def _to_int(key: str, value: str) -> int:
+    return int(value)
+
+
+def _to_float(key: str, value: str) -> float:
+    return float(value)
+
+
+def _to_bool(key: str, value: str) -> bool:
+    return BOOLS[value]
+
+
+def _to_list(key: str, value: str) -> List[str]:
+    if value[:1] != "[" or value[-1:] != "]":
+        raise ValueError(value)
+    return split_list(key, value[1:-1])
+
+
+def _to_map(key: str, value: str) -> Optional[Dict[str, str]]:
+    if value[:4] != "map[" or value[-1:] != "]":
+        raise ValueError(value)
+    return split_map(value[4:-1])
+
+
+CONVERTERS = {"int": _to_int, "float": _to_float, "bool": _to_bool, "list": _to_list, "map": _to_map}
+_KINDS = {_to_int: "an integer", _to_float: "a number", _to_bool: "a boolean",
+          _to_list: "a [list]", _to_map: "a map[...]"}
 
 
 def split_list(key: str, inner: str) -> List[str]:
@@ -296,3 +301,6 @@ def coerce_floats(data: dict) -> dict:
         if type(value) is int:
             data[key] = float(value)
     return data
+
+
+_SCHEMAS = {name: _Schema(name) for name in FIELDS}
