@@ -140,3 +140,24 @@ def test_config_precedence(tmp_path):
     assert c.to == ["file:///a.jsonl?types=violation,threat", "stdout://"]
     assert c.spool_quota == 2 << 30 and c.fsync_interval == 0.0
     assert c.listen == ["tcp://0.0.0.0:10514", "udp://0.0.0.0:10514"]
+
+
+def test_stdout_sink_writes_json_lines(capsysbinary):
+    sink = open_sink("stdout://")
+    sink.send([rec(1), rec(2)])
+    assert capsysbinary.readouterr().out == rec(1) + b"\n" + rec(2) + b"\n"
+    assert sink.describe() == "stdout://"
+
+
+def test_config_file_in_toml(tmp_path):
+    cfg = tmp_path / "nvsiem.toml"
+    cfg.write_text('listen = ["udp://0.0.0.0:514"]\nspool_quota = "512M"\nfsync_interval = 0.5\n')
+    c = config.resolve(__import__("argparse").Namespace(config=str(cfg)), environ={})
+    assert c.listen == ["udp://0.0.0.0:514"] and c.spool_quota == 512 << 20 and c.fsync_interval == 0.5
+    cfg.write_text('spool_qota = "1G"\n')
+    try:
+        config.resolve(__import__("argparse").Namespace(config=str(cfg)), environ={})
+    except ValueError as exc:
+        assert "spool_qota" in str(exc)
+    else:
+        raise AssertionError("a misspelt setting must be an error")
