@@ -179,7 +179,11 @@ def _lower_own_priority() -> None:
     and the sinks at +5, the receiver (nice 0) gets the CPU as soon as a
     datagram arrives, even on a single core.
     """
-    for task in os.listdir("/proc/self/task"):
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:  # not Linux: leave priorities alone
+        return
+    for task in tasks:
         try:
             os.setpriority(os.PRIO_PROCESS, int(task), max(5, os.getpriority(os.PRIO_PROCESS, int(task))))
         except OSError:
