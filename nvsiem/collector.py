@@ -204,7 +204,13 @@ class SinkWorker(threading.Thread):
     def run(self) -> None:
         delay = 0.0
         while time.monotonic() < self._deadline:
-            batch = self.reader.read(self.sink.max_batch, timeout=0.0 if self._draining else 0.5)
+            try:
+                batch = self.reader.read(self.sink.max_batch, timeout=0.0 if self._draining else 0.5)
+            except OSError as exc:  # the spool volume failing: keep trying, loudly
+                self.last_error = "reading the spool: %s" % exc
+                log.error("sink %s: %s", self.label, self.last_error)
+                self._wake.wait(1.0)
+                continue
             if not batch:
                 if self.reader.has_pending:  # all filtered out
                     self.reader.commit()
