@@ -88,6 +88,7 @@ def _resolve(parts, schema: _Schema, first_key: str, first_value: str, sep: str)
         pairs = [("_unkeyed", [parts[0]])]
         notes.append("text before the first key")
     accepted = _boundaries(pairs[0][0], pairs[0][1][0], keys, values, schema)
+    accepted_keys = {keys[i] for i in accepted}
     seen = {pairs[0][0]}
     for i, (key, value) in enumerate(zip(keys, values)):
         current = pairs[-1][0]
@@ -98,6 +99,10 @@ def _resolve(parts, schema: _Schema, first_key: str, first_value: str, sep: str)
             pairs.append((key, [value]))
             seen.add(key)
         else:
+            if key in schema.position and key not in accepted_keys:
+                # Never in NeuVector's own output (it writes struct order), but
+                # a hand-written or reordered line reads this way: say so.
+                notes.append("%r read as part of %r: out of NeuVector's field order" % (key, current))
             pairs[-1][1].append("," + key + "=" + value)
     return [(k, "".join(pieces)) for k, pieces in pairs], notes
 
