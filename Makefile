@@ -21,7 +21,7 @@ system-deps:
 	  apt-get update -qq && apt-get install -y -qq netcat-traditional; }
 
 run: $(STAMP)
-	$(BIN)/nvsiem replay examples/syslog-dump.hex --out out/records.jsonl
+	BIN=$(BIN) examples/run.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
