@@ -27,7 +27,7 @@ def _nil(value: str) -> Optional[str]:
 def split_header(line: str) -> Tuple[Optional[dict], Optional[str], str]:
     """Return ``(syslog fields or None, body or None, reason if no body)``."""
     first = line[:1]
-    if first == "n" or first == "{":
+    if first == "{" or line.startswith("notification="):
         return None, line, ""
     if first == "<":
         m = _PRI.match(line)
