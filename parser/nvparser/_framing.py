@@ -125,13 +125,14 @@ class LineFramer:
         The common case, a line that starts with ``<``, is handled inline;
         a line that may be an octet count hands the rest to the byte loop.
         """
-        end = data.rfind(b"\n")
-        if end < 0:
+        if b"\n" not in data:
             return 0
+        lines = data.split(b"\n")  # not data[:end].split: that copies the whole chunk first
+        lines.pop()  # the unterminated rest, left to the byte loop
         pos = 0
         max_frame = self.max_frame
         octet_counting = self.octet_counting
-        for line in data[:end].split(b"\n"):
+        for line in lines:
             first = line[:1]
             if first == b"<" and len(line) <= max_frame:
                 if self._lines or self._blanks:

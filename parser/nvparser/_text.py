@@ -21,10 +21,13 @@ _CANDIDATE = re.compile(r",([A-Za-z_][A-Za-z0-9_]*)=")
 class _Schema:
     """Per-notification lookup tables, built once."""
 
-    __slots__ = ("position", "types", "conversions", "ints", "bools", "floats", "lists", "maps", "verdicts")
+    __slots__ = ("notification", "names", "position", "types", "conversions", "ints", "bools", "floats", "lists",
+                 "maps", "verdicts")
 
     def __init__(self, notification: str):
         fields = FIELDS[notification]
+        self.notification = notification
+        self.names = {f.name: f.name for f in fields}  # one string object per key name
         self.position = {f.name: i for i, f in enumerate(fields)}
         self.types = {f.name: f.type for f in fields}
         # (key, converter) for every field that is not a string, in wire order
