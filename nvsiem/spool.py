@@ -141,7 +141,6 @@ class Spool:
     def _set_full(self, full: bool) -> None:
         if full == self._full:
             return
-        self._full = full
         # Under sustained back-pressure the state flips often: say it loudly once a minute at most.
         loud = time.monotonic() - self._full_logged >= 60.0
         if full:
@@ -154,6 +153,7 @@ class Spool:
         else:
             log.log(logging.INFO if loud else logging.DEBUG, "spool has room again: %d of %d bytes",
                     self.used_bytes_locked(), self.quota_bytes)
+        self._full = full  # after the log line: whoever sees the new state finds it logged
         if self._on_full:
             self._on_full(full)
 
