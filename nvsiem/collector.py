@@ -76,7 +76,8 @@ class Collector:
 
         False: some records were refused (spool full or failing); they are
         counted as dropped and logged. Records go to the spool in pieces of
-        at most 1/8 of the quota, so even a large batch fits once sinks catch up.
+        at most 1/32 of the quota, so even a large batch fits once sinks catch
+        up, and a stream waits for room only when the spool is nearly full.
         """
         # The hot loop of the collector: kept to plain appends, counted in C afterwards.
         lines, kinds, others = [], [], []
@@ -100,7 +101,7 @@ class Collector:
         if skipped:
             m.skipped.labels(source).inc(skipped)
         refused = 0
-        for piece in _pieces(lines, self.spool.quota_bytes // 8):
+        for piece in _pieces(lines, self.spool.quota_bytes // 32):
             if refused:
                 refused += len(piece)
                 continue

@@ -2,9 +2,9 @@
 
 One thread per connection (NeuVector keeps one long connection per lead
 controller; relays may open many) reads up to 1 MiB per ``recv`` into its
-own ``Parser``. After ``idle_flush`` seconds without data the parser
-releases the line it holds back (it waits for a possible continuation
-line). While the spool is full the thread stops reading, so TCP's own flow
+own ``Parser``, 64 KiB at a time. After ``idle_flush`` seconds without
+data the parser releases the line it holds back (it waits for a possible
+continuation line). While the spool is full the thread stops reading, so TCP's own flow
 control pushes back on the sender instead of anything being dropped.
 
 On SIGTERM the listener closes first; each connection keeps reading what
@@ -19,6 +19,7 @@ import time
 from .base import Source, log, server_tls_context
 
 _RECV = 1 << 20
+_SLICE = 64 << 10
 
 
 class StreamSource(Source):
@@ -87,7 +88,11 @@ class StreamSource(Source):
                 if not data:
                     break
                 self.received(len(data))
-                self.spool(parser.feed(data))
+                # Parse and spool a slice at a time: ~60 records live at once
+                # stay in the CPU cache from parsing to serialising (1 MiB
+                # worth made both about 1.5x slower).
+                for start in range(0, len(data), _SLICE):
+                    self.spool(parser.feed(data[start:start + _SLICE]))
                 held, ended_with_lf = True, data.endswith(b"\n")
         finally:
             self.spool(self.finish(parser, ended_with_lf))
