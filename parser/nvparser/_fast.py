@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from ._codec import json_loads
 from ._events import Record
-from .schema import FIELDS
+from .schema import FIELDS, FREE_TEXT
 from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split_map
 
 # NeuVector's header is ~100 characters; one longer takes the general path.
@@ -28,12 +28,13 @@ _HEADER_SPAN = 256
 class _Plan:
     """How to type the values of one key sequence, found once and reused."""
 
-    __slots__ = ("template", "keys", "ints", "bools", "floats", "lists", "maps")
+    __slots__ = ("template", "keys", "glue", "ints", "bools", "floats", "lists", "maps")
 
-    def __init__(self, notification: str, keys: Tuple[str, ...]) -> None:
-        schema = _SCHEMAS[notification]
+    def __init__(self, schema, keys: Tuple[str, ...], glue: tuple) -> None:
         # The schema's own key strings: every record shares them.
         self.keys = tuple(schema.names[k] for k in keys)
+        # (start, end) slices of the split to join back into one value
+        self.glue = glue
         # Copying a dict that already holds every key in order is cheaper
         # than growing a new one key by key ("syslog" comes last).
         self.template = dict.fromkeys(("notification",) + self.keys + ("syslog",))
@@ -56,9 +57,51 @@ def _plan(signature: tuple) -> Union[_Plan, bool]:
     keys = signature[1:]
     if head[:13] != "notification=" or head[13:] not in FIELDS:
         return False
-    if not _SCHEMAS[head[13:]].in_order(keys):
+    schema = _SCHEMAS[head[13:]]
+    if schema.in_order(keys):
+        return _Plan(schema, keys, ())
+    glue = _glue(schema, keys)
+    if glue is None:
         return False
-    return _Plan(head[13:], keys)
+    return _Plan(schema, tuple(k for k in keys if k in schema.position), glue)
+
+
+def _glue(schema, keys: Tuple[str, ...]) -> Optional[tuple]:
+    """Where unknown keys sit inside free-text values, as the general path reads them.
+
+    When the known keys are in struct order and each unknown key follows a
+    free-text string field (``proc_cmd=curl ...?a=1,os=linux``), the general
+    path takes every known key as real and puts each ``,unknown=`` back into
+    the value before it. Returns the ``(start, end)`` slices of the split
+    (``[head, key0, value0, key1, value1, ...]``) to join back into one value,
+    or None when the general path must decide.
+    """
+    runs: list = []
+    last = -1
+    free = False
+    for i, key in enumerate(keys):
+        pos = schema.position.get(key)
+        if pos is None:
+            if not free:
+                return None
+            if runs and runs[-1][1] == 2 * i + 1:  # right after another unknown key
+                runs[-1] = (runs[-1][0], 2 * i + 3)
+            else:
+                runs.append((2 * i, 2 * i + 3))  # the value before it, the key, its value
+            continue
+        if pos <= last:
+            return None
+        last = pos
+        free = key in FREE_TEXT and schema.types[key] == "str"
+    return tuple(reversed(runs))  # joined from the end, so earlier slices stay put
+
+
+def _joined(pieces: list) -> str:
+    """``[value, key, value, key, value]`` -> ``value,key=value,key=value``."""
+    out = [pieces[0]]
+    for i in range(1, len(pieces), 2):
+        out.append("," + pieces[i] + "=" + pieces[i + 1])
+    return "".join(out)
 
 
 def fast_record(raw: bytes, offset: int) -> Optional[Record]:
@@ -112,6 +155,8 @@ def _text_body(line: str, start: int) -> Optional[dict]:
         plan = _PLANS[signature] = _plan(signature)
     if not plan:
         return None
+    if plan.glue and not _rejoin(kv, plan):
+        return None
     values = kv[2::2]
     try:
         for i in plan.ints:
@@ -135,6 +180,15 @@ def _text_body(line: str, start: int) -> Optional[dict]:
     data = plan.template.copy()
     data.update(zip(plan.keys, values))
     return data
+
+
+def _rejoin(kv: list, plan: _Plan) -> bool:
+    """Put unknown keys back into their values; False when the general path must decide."""
+    for start, end in plan.glue:
+        kv[start:end] = [_joined(kv[start:end])]
+    # The general path first checks that every integer looks like one
+    # (int() also takes " 5" or "1_0"); where it does not, it weighs other cuts.
+    return all(kv[2 + 2 * i].lstrip("-").isdigit() for i in plan.ints)
 
 
 def _json_body(body: str) -> Optional[dict]:
