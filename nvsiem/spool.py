@@ -31,6 +31,7 @@ import os
 import re
 import threading
 import time
+from itertools import chain
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from nvparser import json_dumps, json_loads
@@ -40,6 +41,15 @@ log = logging.getLogger("nvsiem.spool")
 _SEGMENT = re.compile(r"^segment-(\d{16})\.jsonl$")
 _CURSOR = re.compile(r"^cursor-(.+)\.json$")
 DEAD_LETTERS = "dead-letters.jsonl"
+
+
+def join_lines(lines: Sequence[bytes]) -> bytes:
+    """``lines`` as one LF-terminated block.
+
+    The empty last item gives the final LF: ``join(...) + b"\\n"`` would copy
+    the whole block a second time.
+    """
+    return b"\n".join(chain(lines, (b"",)))
 
 
 def _segment_name(number: int) -> str:
@@ -95,7 +105,7 @@ class Spool:
         """
         if not lines:
             return True
-        data = b"\n".join(lines) + b"\n"
+        data = join_lines(lines)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while not self._has_room(len(data)):

@@ -16,6 +16,7 @@ from typing import Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..config import parse_bool, parse_size
+from ..spool import join_lines
 from .base import Sink, SinkError
 
 
@@ -33,7 +34,7 @@ class RotatingFile:
         self._size = self._file.tell()
 
     def write_lines(self, lines: Sequence[bytes]) -> None:
-        data = b"\n".join(lines) + b"\n"
+        data = join_lines(lines)
         if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
             self._rotate()
         view = memoryview(data)
