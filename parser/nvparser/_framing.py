@@ -135,9 +135,15 @@ class LineFramer:
         for line in lines:
             first = line[:1]
             if first == b"<" and len(line) <= max_frame:
-                if self._lines or self._blanks:
-                    self._release(out)
-                self._lines = [line]
+                held = self._lines
+                if len(held) == 1 and not self._blanks:
+                    # The usual step: the one line held is a whole frame; hold the next in its place.
+                    out.append((held[0], self._held_offset, None))
+                    held[0] = line
+                else:
+                    if held or self._blanks:
+                        self._release(out)
+                    self._lines = [line]
                 self._held_offset = base + pos
                 self._held_size = len(line)
             elif octet_counting and first in _DIGIT_BYTES and _OCTET_COUNT.match(line):
