@@ -28,6 +28,8 @@ class Metrics:
         self.parsed = Counter("nvsiem_parsed_records", "Records parsed and spooled", ["source", "notification"], registry=r)
         self.dead_letters = Counter("nvsiem_dead_letters", "Frames written to the dead-letter file", ["source"], registry=r)
         self.skipped = Counter("nvsiem_skipped_frames", "Blank lines and controller log lines", ["source"], registry=r)
+        self.record_notes = Counter("nvsiem_record_notes", "Notes on records kept as sent: unknown keys, values of the wrong type",
+                                    ["source"], registry=r)
         self.dropped = Counter(
             "nvsiem_dropped_frames", "Input refused because the spool was full or failing (UDP; webhook answered 500)",
             ["source", "reason"], registry=r)

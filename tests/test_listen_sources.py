@@ -194,3 +194,17 @@ def test_tail_follows_rotation_and_resumes_after_restart(tmp_path, collectors):
     time.sleep(0.3)
     assert delivered(out) == {i: 1 for i in range(30)}
     assert c.metrics.skipped.labels(c.sources[0].label)._value.get() == 10  # this run's controller lines
+
+
+def test_unknown_keys_are_kept_counted_and_logged(tmp_path, collectors, caplog):
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"])
+    collectors.append(c)
+    newer = sample("violation-text-1") + b",zone=eu-west-1"  # a key from a newer NeuVector
+    with socket.create_connection(("127.0.0.1", c.sources[0].port)) as conn:
+        conn.sendall(newer + b"\n")
+    out = tmp_path / "out.jsonl"
+    wait_until(lambda: out.exists() and out.read_bytes().count(b"\n") >= 1, what="the record")
+    (record,) = [json.loads(line) for line in out.read_bytes().splitlines()]
+    assert record["zone"] == "eu-west-1" and record["nbe"] is False
+    assert c.metrics.record_notes.labels(c.sources[0].label)._value.get() == 1
+    assert "unknown key 'zone'" in caplog.text
