@@ -134,3 +134,14 @@ def test_fast_path_agrees_with_the_general_path_on_every_reference_frame():
                 fast += 1
                 assert quick == _parse(line, 0), sample.id
     assert fast >= 20  # the wire form of NeuVector's frames does take the fast path
+
+
+def test_json_mode_gives_the_same_records_without_orjson(monkeypatch):
+    from nvparser import _codec, _fast
+    from nvsamples import load_samples
+
+    frames = [line for s in load_samples() if s.mode == "json" for line in s.lines]
+    with_orjson = [parse_frame(f).data for f in frames]
+    monkeypatch.setattr(_fast, "json_loads_from", _codec.loads_from_std)
+    assert [parse_frame(f).data for f in frames] == with_orjson
+    assert len(frames) >= 6

@@ -17,8 +17,17 @@ def _dumps_std(obj) -> bytes:
     return _encoder.encode(obj).encode("utf-8", "surrogatepass")
 
 
+def loads_from_std(raw: bytes, start: int):
+    """The JSON document in ``raw[start:]`` (strict UTF-8, as Go writes it)."""
+    return json.loads(raw[start:].decode("utf-8"))
+
+
 if orjson is not None:
     json_loads = orjson.loads
+
+    def json_loads_from(raw: bytes, start: int):
+        """The JSON document in ``raw[start:]``, read in place (no copy of the body)."""
+        return orjson.loads(memoryview(raw)[start:])
 
     def json_dumps(obj) -> bytes:
         """Compact UTF-8 JSON."""
@@ -30,4 +39,5 @@ if orjson is not None:
 
 else:
     json_loads = json.loads
+    json_loads_from = loads_from_std
     json_dumps = _dumps_std

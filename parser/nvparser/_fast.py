@@ -16,7 +16,7 @@ than the ones the split just made.
 """
 from typing import Dict, Optional, Tuple, Union
 
-from ._codec import json_loads
+from ._codec import json_loads_from
 from ._events import Record
 from .schema import FIELDS, FREE_TEXT
 from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split_map
@@ -107,40 +107,42 @@ def _joined(pieces: list) -> str:
 
 
 def fast_record(raw: bytes, offset: int) -> Optional[Record]:
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if line[-1:] in ("\n", "\r"):
-        return None
-    parts = line[:_HEADER_SPAN].split(" ", 7)
-    if len(parts) != 8 or parts[6] != "-":
+    # The header is read from the bytes: a JSON body then goes to the JSON
+    # decoder as bytes (which checks its UTF-8 itself), never decoded to a
+    # 1 KB string and copied first.
+    parts = raw[:_HEADER_SPAN].split(b" ", 7)
+    if len(parts) != 8 or parts[6] != b"-":
         return None
     head = parts[0]
-    if head[-2:] != ">1" or head[:1] != "<" or not head[1:-2].isdigit():
+    if head[-2:] != b">1" or head[:1] != b"<" or not head[1:-2].isdigit():
         # "<134>1": anything else (RFC 3164, no PRI) is the general path's
         return None
     pri = int(head[1:-2])
-    if pri > 191:
+    if pri > 191 or raw[-1:] in (b"\n", b"\r"):
         return None
-    start = min(len(line), _HEADER_SPAN) - len(parts[7])  # where the body starts
+    start = min(len(raw), _HEADER_SPAN) - len(parts[7])  # where the body starts
     first = parts[7][:1]
-    if first == "n":
-        data = _text_body(line, start)
-    elif first == "{":
-        data = _json_body(line[start:])
-    else:
+    try:
+        if first == b"n":
+            if not raw[:start].isascii():
+                return None  # character and byte offsets differ: the general path's
+            data = _text_body(raw.decode("utf-8"), start)
+        elif first == b"{":
+            data = _json_body(raw, start)
+        else:
+            return None
+        if data is None:
+            return None
+        data["syslog"] = {
+            "pri": pri, "facility": pri >> 3, "severity": pri & 7, "version": 1,
+            "timestamp": None if parts[1] == b"-" else parts[1].decode("utf-8"),
+            "hostname": None if parts[2] == b"-" else parts[2].decode("utf-8"),
+            "app_name": None if parts[3] == b"-" else parts[3].decode("utf-8"),
+            "procid": None if parts[4] == b"-" else parts[4].decode("utf-8"),
+            "msgid": None if parts[5] == b"-" else parts[5].decode("utf-8"),
+        }
+    except UnicodeDecodeError:
         return None
-    if data is None:
-        return None
-    data["syslog"] = {
-        "pri": pri, "facility": pri >> 3, "severity": pri & 7, "version": 1,
-        "timestamp": None if parts[1] == "-" else parts[1],
-        "hostname": None if parts[2] == "-" else parts[2],
-        "app_name": None if parts[3] == "-" else parts[3],
-        "procid": None if parts[4] == "-" else parts[4],
-        "msgid": None if parts[5] == "-" else parts[5],
-    }
     return _new_record(Record, (data, raw, offset, ()))
 
 
@@ -194,9 +196,9 @@ def _rejoin(kv: list, plan: _Plan) -> bool:
     return all(kv[2 + 2 * i].lstrip("-").isdigit() for i in plan.ints)
 
 
-def _json_body(body: str) -> Optional[dict]:
+def _json_body(raw: bytes, start: int) -> Optional[dict]:
     try:
-        data = json_loads(body)
+        data = json_loads_from(raw, start)
     except ValueError:
         return None
     if type(data) is not dict or data.get("notification") not in FIELDS:
