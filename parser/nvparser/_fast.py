@@ -106,43 +106,64 @@ def _joined(pieces: list) -> str:
     return "".join(out)
 
 
+# header bytes ("<PRI>1 TS HOST APP PID MSGID") -> (pri, the syslog fields),
+# or False when the general path must read it. One controller sends the same
+# header for every event of a second, so it is split and decoded once.
+_HEADERS: Dict[bytes, Union[tuple, bool]] = {}
+
+
+def _header(head: bytes) -> Union[tuple, bool]:
+    parts = head.split(b" ")
+    if len(parts) != 6:
+        return False
+    pri = parts[0]
+    if pri[-2:] != b">1" or pri[:1] != b"<" or not pri[1:-2].isdigit() or int(pri[1:-2]) > 191:
+        # "<134>1": anything else (RFC 3164, no PRI) is the general path's
+        return False
+    try:
+        fields = tuple(None if p == b"-" else p.decode("utf-8") for p in parts[1:])
+    except UnicodeDecodeError:
+        return False
+    return (int(pri[1:-2]),) + fields
+
+
 def fast_record(raw: bytes, offset: int) -> Optional[Record]:
     # The header is read from the bytes: a JSON body then goes to the JSON
     # decoder as bytes (which checks its UTF-8 itself), never decoded to a
-    # 1 KB string and copied first.
-    parts = raw[:_HEADER_SPAN].split(b" ", 7)
-    if len(parts) != 8 or parts[6] != b"-":
+    # 1 KB string and copied first. Header fields hold no spaces, so the
+    # first " - " is the (empty) structured data before the body.
+    end = raw.find(b" - ", 0, _HEADER_SPAN)
+    if end < 0 or raw[-1:] in (b"\n", b"\r"):
         return None
-    head = parts[0]
-    if head[-2:] != b">1" or head[:1] != b"<" or not head[1:-2].isdigit():
-        # "<134>1": anything else (RFC 3164, no PRI) is the general path's
+    head = raw[:end]
+    header = _HEADERS.get(head)
+    if header is None:
+        if len(_HEADERS) > 1024:  # bounded: a new key each second at most per controller
+            _HEADERS.clear()
+        header = _HEADERS[head] = _header(head)
+    if not header:
         return None
-    pri = int(head[1:-2])
-    if pri > 191 or raw[-1:] in (b"\n", b"\r"):
-        return None
-    start = min(len(raw), _HEADER_SPAN) - len(parts[7])  # where the body starts
-    first = parts[7][:1]
+    start = end + 3  # where the body starts
+    first = raw[start:start + 1]
     try:
         if first == b"n":
-            if not raw[:start].isascii():
+            if not head.isascii():
                 return None  # character and byte offsets differ: the general path's
             data = _text_body(raw.decode("utf-8"), start)
         elif first == b"{":
             data = _json_body(raw, start)
         else:
             return None
-        if data is None:
-            return None
-        data["syslog"] = {
-            "pri": pri, "facility": pri >> 3, "severity": pri & 7, "version": 1,
-            "timestamp": None if parts[1] == b"-" else parts[1].decode("utf-8"),
-            "hostname": None if parts[2] == b"-" else parts[2].decode("utf-8"),
-            "app_name": None if parts[3] == b"-" else parts[3].decode("utf-8"),
-            "procid": None if parts[4] == b"-" else parts[4].decode("utf-8"),
-            "msgid": None if parts[5] == b"-" else parts[5].decode("utf-8"),
-        }
     except UnicodeDecodeError:
         return None
+    if data is None:
+        return None
+    pri, timestamp, hostname, app_name, procid, msgid = header
+    data["syslog"] = {
+        "pri": pri, "facility": pri >> 3, "severity": pri & 7, "version": 1,
+        "timestamp": timestamp, "hostname": hostname, "app_name": app_name,
+        "procid": procid, "msgid": msgid,
+    }
     return _new_record(Record, (data, raw, offset, ()))
 
 
