@@ -21,7 +21,7 @@ dump that are not nc's, or that leave a hole, become dead letters (the line
 and why); a frame the hole cut short is dead-lettered too, never passed off
 as a record.
 """
-from typing import Iterable, Iterator, List, NamedTuple, Optional
+from typing import Iterable, Iterator, List, NamedTuple
 
 from nvparser import DeadLetter, Parser, Record
 from nvparser._hexdump import HexChunk, HexDumpDecoder, is_record_start, split_records

@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import time
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Tuple
 
 import msgpack
 from fluent.sender import EventTime
