@@ -6,7 +6,13 @@ STAMP   := $(VENV)/.installed
 
 SPLUNK_SDK_WHEEL := .cache/wheels/splunk_sdk-3.0.1-py3-none-any.whl
 
-.PHONY: run test bench splunk-app system-deps clean
+PARSER_TESTS := tests/test_framing.py tests/test_text.py tests/test_decode.py tests/test_fuzz.py \
+                tests/test_samples.py tests/test_text_json_equivalence.py tests/test_webhook.py tests/test_hexdump.py
+# Splunk 9 runs Python 3.9 and Splunk 10 Python 3.13: the parser core is tested
+# on both (standard library only there, so its json path is the one tested).
+PARSER_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.9.*/bin/python3 $(HOME)/.pyenv/versions/3.13.*/bin/python3)
+
+.PHONY: run test test-parser-pythons bench splunk-app system-deps clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +31,14 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
+
+test-parser-pythons:
+	@for py in $(PARSER_PYTHONS); do \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  [ -x .venv-$$v/bin/pytest ] || { $$py -m venv .venv-$$v && .venv-$$v/bin/pip install -q pytest hypothesis; } || exit 1; \
+	  echo "parser tests on Python $$v"; \
+	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider $(PARSER_TESTS) || exit 1; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
