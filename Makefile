@@ -10,7 +10,8 @@ PARSER_TESTS := tests/test_framing.py tests/test_text.py tests/test_decode.py te
                 tests/test_samples.py tests/test_text_json_equivalence.py tests/test_webhook.py tests/test_hexdump.py
 # Splunk 9 runs Python 3.9 and Splunk 10 Python 3.13: the parser core is tested
 # on both (standard library only there, so its json path is the one tested).
-PARSER_PYTHONS ?= $(wildcard $(HOME)/.pyenv/versions/3.9.*/bin/python3 $(HOME)/.pyenv/versions/3.13.*/bin/python3)
+PYENV_ROOT ?= $(HOME)/.pyenv
+PARSER_PYTHONS ?= $(lastword $(wildcard $(PYENV_ROOT)/versions/3.9.*/bin/python3)) $(lastword $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin/python3))
 
 .PHONY: run test test-parser-pythons bench splunk-app system-deps clean
 

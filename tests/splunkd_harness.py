@@ -14,6 +14,7 @@
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -25,10 +26,26 @@ from typing import Dict, List, Optional
 
 from splunk_package import build_package
 
-PYTHONS = {
-    "3.9": "/root/.pyenv/versions/3.9.18/bin/python3",
-    "3.13": "/root/.pyenv/versions/3.13.0/bin/python3",
-}
+
+
+def find_python(version: str) -> str:
+    """An interpreter of ``version`` (Splunk 9 bundles 3.9, Splunk 10 3.13), or "" when none is here.
+
+    pyenv's versions first (``$PYENV_ROOT``, default ``~/.pyenv``; newest
+    patch release), then ``pythonX.Y`` on the PATH. pyenv's shims are passed
+    over: they only run the version pyenv has selected.
+    """
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = sorted(root.glob("versions/%s.*/bin/python3" % version),
+                        key=lambda p: [int(x) for x in re.findall(r"\d+", p.parts[-3])], reverse=True)
+    if candidates:
+        return str(candidates[0])
+    found = shutil.which("python" + version) or ""
+    return "" if "/shims/" in found else found
+
+
+#: Splunk's Pythons: version -> interpreter path ("" where it is not installed).
+PYTHONS = {version: find_python(version) for version in ("3.9", "3.13")}
 LEVEL_LINE = re.compile(r"^(DEBUG|INFO|WARN|ERROR|FATAL) ")
 SERVER = {"server_host": "nv-search-head", "server_uri": "https://127.0.0.1:8089",
           "session_key": "harness-session-key"}
