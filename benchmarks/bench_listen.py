@@ -40,7 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "parser"), str(REPO), str(REPO / "tests")]
 
-from listen_harness import free_port, frames, wait_until  # noqa: E402
+from listen_harness import frames  # noqa: E402
+from loopback import free_port, wait_until  # noqa: E402
 from nvparser import Parser  # noqa: E402
 
 CPUS = sorted(os.sched_getaffinity(0))

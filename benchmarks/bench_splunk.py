@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / p) for p in ("tests", "parser", "splunk_app", ".")]
 
-from nc_capture import free_port  # noqa: E402
+from loopback import free_port  # noqa: E402
 from nvparser import json_dumps  # noqa: E402
 from nvsamples import expected_records, load_samples  # noqa: E402
 from nvsiem_splunk.hec import HecSink  # noqa: E402

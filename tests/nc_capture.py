@@ -7,21 +7,16 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
+
+from loopback import free_port, wait_until
 
 NC = shutil.which("nc.traditional")
 needs_nc = pytest.mark.skipif(
     NC is None, reason="nc.traditional not installed (Debian/Ubuntu: apt-get install netcat-traditional)")
 
 WAIT = 15.0  # seconds: a bound on waiting, never an expectation of speed
-
-
-def free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def logged_bytes(path) -> int:
@@ -33,14 +28,6 @@ def logged_bytes(path) -> int:
         return 0
     end = text.rfind(b"\n") + 1
     return end - 62 * text.count(b"\n", 0, end)
-
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.005)
 
 
 def listening(port: int, udp: bool) -> bool:
@@ -67,7 +54,7 @@ class Listener:
         self.stdout = open(stdout_path or os.devnull, "wb")
         self.process = subprocess.Popen(argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                                         stdout=self.stdout, stderr=subprocess.PIPE)
-        wait_until(lambda: listening(self.port, udp) or self.process.poll() is not None, "the listener")
+        wait_until(lambda: listening(self.port, udp) or self.process.poll() is not None, WAIT, "the listener", 0.005)
         if self.process.poll() is not None:
             raise AssertionError("listener exited: %r" % self.process.stderr.read())
         if udp:
@@ -80,7 +67,7 @@ class Listener:
     def logged(self, count: int) -> None:
         """Wait until the dump holds ``count`` more bytes (either direction)."""
         self.expected += count
-        wait_until(lambda: logged_bytes(self.dump_path) >= self.expected, "the dump to grow")
+        wait_until(lambda: logged_bytes(self.dump_path) >= self.expected, WAIT, "the dump to grow", 0.005)
 
     def send(self, data: bytes, logged: int = None) -> None:
         """Send, and wait until the listener logged it (``logged`` bytes of it)."""

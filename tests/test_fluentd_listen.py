@@ -2,7 +2,8 @@
 import collections
 
 from forward_server import EventTime, ForwardServer
-from listen_harness import CollectorProcess, frames, free_port, sample, send_tcp, seq_of, wait_until
+from listen_harness import CollectorProcess, frames, sample, send_tcp, seq_of
+from loopback import free_port, wait_until
 from nvsamples import _typed, expected_records
 
 

@@ -17,6 +17,7 @@ import trustme
 from fluent.sender import FluentSender
 
 from forward_server import EventTime, ForwardServer
+from loopback import free_port
 from nvsamples import EXPECTED_DIR, _typed, expected_records
 from nvsiem.sinks import open_sink
 from nvsiem.sinks.base import SinkError
@@ -43,12 +44,6 @@ def server():
 
 def url(srv, options=""):
     return f"fluentd://127.0.0.1:{srv.port}?ack_timeout=5&connect_timeout=2{options}"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- wire format -----------------------------------------------------------

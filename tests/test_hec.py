@@ -253,7 +253,8 @@ def test_tls_is_verified_against_the_given_ca(tls, tmp_path, token_env):
 
 def test_collector_delivers_every_record_through_a_busy_and_a_stopped_hec(tmp_path):
     """NeuVector syslog over TCP -> ``nvsiem listen`` (a real subprocess) -> splunk-hec -> HEC."""
-    from listen_harness import CollectorProcess, frames, free_port, send_tcp, seq_of, wait_until
+    from listen_harness import CollectorProcess, frames, send_tcp, seq_of
+    from loopback import free_port, wait_until
     from nvsamples import _typed, expected_records
 
     def seqs():

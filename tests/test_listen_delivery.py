@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from listen_harness import (CollectorProcess, ControlledSink, delivered, frames, free_port, numbered, sample,
-                            seq_of, start_collector, wait_until)
+from listen_harness import (CollectorProcess, ControlledSink, delivered, frames, numbered, sample, seq_of,
+                            start_collector)
+from loopback import free_port, wait_until
 from nvsiem.sinks import SINKS
 from nvsiem.sinks.file import FileSink
 from nvsiem.sources.webhook import WebhookSource

@@ -12,7 +12,8 @@ import time
 import pytest
 import trustme
 
-from listen_harness import delivered, frames, numbered, sample, start_collector, wait_until
+from listen_harness import delivered, frames, numbered, sample, start_collector
+from loopback import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import ssl
 import pytest
 import trustme
 
-from nc_capture import free_port, nc_listener, needs_nc, syslog_frames
+from loopback import free_port
+from nc_capture import nc_listener, needs_nc, syslog_frames
 from nvsamples import assert_same_records, expected_records, load_samples
 from splunkd_harness import PYTHONS, RunningInput, build_app, scheme, validate
 

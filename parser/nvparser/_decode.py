@@ -35,7 +35,20 @@ def parse_frame(raw: bytes, offset: int = 0):
     try:
         return fast_record(raw, offset) or _parse(raw, offset)
     except Exception as exc:  # noqa: BLE001 - a stream must never raise
-        return DeadLetter(raw, "internal parser error (%s: %s); please report it with this frame" % (type(exc).__name__, exc), offset)
+        return _internal_error(raw, offset, exc)
+
+
+def parse_declined(raw: bytes, offset: int = 0):
+    """``parse_frame`` for a frame the fast path has already declined."""
+    try:
+        return _parse(raw, offset)
+    except Exception as exc:  # noqa: BLE001 - a stream must never raise
+        return _internal_error(raw, offset, exc)
+
+
+def _internal_error(raw: bytes, offset: int, exc: Exception) -> DeadLetter:
+    return DeadLetter(raw, "internal parser error (%s: %s); please report it with this frame"
+                      % (type(exc).__name__, exc), offset)
 
 
 def _parse(raw: bytes, offset: int):

@@ -1,7 +1,7 @@
 """The parser a caller drives: bytes in, events out."""
 from typing import List
 
-from ._decode import parse_frame
+from ._decode import parse_declined, parse_frame
 from ._events import DeadLetter
 from ._fast import fast_record
 from ._framing import LineFramer
@@ -55,8 +55,8 @@ class Parser:
 
 def _decode_all(frames) -> List:
     try:
-        # fast_record takes nearly every frame NeuVector sends; parse_frame the rest.
-        return [(fast_record(raw, offset) or parse_frame(raw, offset)) if reason is None
+        # fast_record takes nearly every frame NeuVector sends; the general path the rest.
+        return [(fast_record(raw, offset) or parse_declined(raw, offset)) if reason is None
                 else DeadLetter(raw, reason, offset)
                 for raw, offset, reason in frames]
     except Exception:  # noqa: BLE001 - parse_frame guards each frame on its own
