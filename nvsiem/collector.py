@@ -17,7 +17,7 @@ retried whole).
 import logging
 import threading
 import time
-from collections import Counter as Tally
+from collections import Counter
 from typing import Iterable, List, Optional
 
 from nvparser import DeadLetter, Record, json_dumps
@@ -95,7 +95,7 @@ class Collector:
                 other(event)
         if notes:
             self.noted(source, notes)
-        kinds = Tally(kinds)
+        kinds = Counter(kinds)
         dead = [dead_letter_json(e, source) for e in others if type(e) is DeadLetter]
         skipped = len(others) - len(dead)
         m = self.metrics
@@ -246,7 +246,7 @@ class SinkWorker(threading.Thread):
             if self.last_error is not None:
                 log.info("sink %s recovered", self.label)
                 self.last_error = None
-            for kind, n in Tally(map(notification_of, batch)).items():
+            for kind, n in Counter(map(notification_of, batch)).items():
                 self.metrics.delivered.labels(self.label, kind or "unknown").inc(n)
             self._gather(len(batch))
 
