@@ -5,10 +5,10 @@ Slack and Teams. None carries ``notification``; it is told from the keys.
 The JSON format splices ``cluster`` and ``comment`` in unescaped, so they
 are read as raw text and the rest is parsed as the JSON it is.
 """
-import json
 import re
 from typing import Optional
 
+from ._codec import json_loads
 from ._decode import decode_text, text_record
 from ._events import DeadLetter, Record
 from .schema import ACTIVITY_NAMES, notification_of
@@ -91,7 +91,7 @@ def _kv_record(kv: str, notes: list):
 
 def _json_record(text: str, notes: list):
     try:
-        record = json.loads(text)
+        record = json_loads(text)
     except ValueError as exc:
         return "invalid JSON webhook body: %s" % exc
     if not isinstance(record, dict):
@@ -105,7 +105,7 @@ def _json_record(text: str, notes: list):
 def _chat(text: str, notes: list):
     """Slack (``text``+``username``) and Teams (``text``+``title``) bodies embed the key-value text."""
     try:
-        outer = json.loads(text)
+        outer = json_loads(text)
     except ValueError as exc:
         return "invalid JSON webhook body: %s" % exc, {}
     if not isinstance(outer, dict) or not isinstance(outer.get("text"), str):
