@@ -126,13 +126,21 @@ def _join_cri(line: str) -> str:
     return "".join(out)
 
 
-def _json_body(body: str, notes: list):
+def json_object(text: str, what: str = "JSON body"):
+    """The JSON object in ``text``, or a reason string when it is not one."""
     try:
-        data = json_loads(body)
+        data = json_loads(text)
     except ValueError as exc:
-        return "invalid JSON body: %s" % exc
+        return "invalid %s: %s" % (what, exc)
     if not isinstance(data, dict):
-        return "JSON body is not an object"
+        return "%s is not an object" % what
+    return data
+
+
+def _json_body(body: str, notes: list):
+    data = json_object(body)
+    if isinstance(data, str):
+        return data
     notification = data.get("notification")
     if notification not in FIELDS:
         if not isinstance(notification, str):

@@ -8,8 +8,7 @@ are read as raw text and the rest is parsed as the JSON it is.
 import re
 from typing import Optional
 
-from ._codec import json_loads
-from ._decode import decode_text, text_record
+from ._decode import decode_text, json_object, text_record
 from ._events import DeadLetter, Record
 from .schema import ACTIVITY_NAMES, notification_of
 from ._text import _CANDIDATE, coerce_floats
@@ -90,12 +89,9 @@ def _kv_record(kv: str, notes: list):
 
 
 def _json_record(text: str, notes: list):
-    try:
-        record = json_loads(text)
-    except ValueError as exc:
-        return "invalid JSON webhook body: %s" % exc
-    if not isinstance(record, dict):
-        return "JSON webhook body is not an object"
+    record = json_object(text, "JSON webhook body")
+    if isinstance(record, str):
+        return record
     notification = notification_of(record)
     if not notification:
         return "cannot tell the notification type from the webhook's keys"
@@ -104,11 +100,10 @@ def _json_record(text: str, notes: list):
 
 def _chat(text: str, notes: list):
     """Slack (``text``+``username``) and Teams (``text``+``title``) bodies embed the key-value text."""
-    try:
-        outer = json_loads(text)
-    except ValueError as exc:
-        return "invalid JSON webhook body: %s" % exc, {}
-    if not isinstance(outer, dict) or not isinstance(outer.get("text"), str):
+    outer = json_object(text, "JSON webhook body")
+    if isinstance(outer, str):
+        return outer, {}
+    if not isinstance(outer.get("text"), str):
         return "JSON webhook body is neither NeuVector's JSON, Slack nor Teams format", {}
     message = outer["text"]
     if "username" in outer:
