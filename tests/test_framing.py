@@ -1,5 +1,5 @@
 """The framer: LF frames, octet counting, continuation lines, size limits."""
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nvparser._framing import LineFramer
@@ -139,6 +139,8 @@ def test_every_input_byte_is_accounted_for(parts, chunk, max_frame):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(pieces, max_size=20), st.integers(1, 30))
+# A CRI partial line, then a line starting "<", reached by the byte loop or by the line split
+@example(parts=[b"5 <abc", b"\n", b"2025-03-14T08:00:12Z stdout P ", b"\n", R1, b"\r\n"], chunk=1)
 def test_chunking_does_not_change_the_frames(parts, chunk):
     data = b"".join(parts)
     assert frames_of(data, chunk=chunk) == frames_of(data)

@@ -134,16 +134,13 @@ class LineFramer:
         octet_counting = self.octet_counting
         for line in lines:
             first = line[:1]
-            if first == b"<" and len(line) <= max_frame:
-                held = self._lines
-                if len(held) == 1 and not self._blanks:
-                    # The usual step: the one line held is a whole frame; hold the next in its place.
-                    out.append((held[0], self._held_offset, None))
-                    held[0] = line
-                else:
-                    if held or self._blanks:
-                        self._release(out)
-                    self._lines = [line]
+            held = self._lines
+            if first == b"<" and len(line) <= max_frame and len(held) == 1 and not self._blanks \
+                    and held[0][:1] == b"<":
+                # The usual step: the one line held is a whole frame (a CRI partial line,
+                # which the next one continues, starts with a digit); hold the next in its place.
+                out.append((held[0], self._held_offset, None))
+                held[0] = line
                 self._held_offset = base + pos
                 self._held_size = len(line)
             elif octet_counting and first in _DIGIT_BYTES and _OCTET_COUNT.match(line):
