@@ -1,12 +1,14 @@
 """The spool, the file sink and the sink registry, without sockets."""
 import json
 import os
+import threading
 
 
 from nvsiem import config
 from nvsiem.sinks import open_sink, sink_id, split_collector_options
 from nvsiem.sinks.file import FileSink
 from nvsiem.spool import Spool
+from loopback import wait_until
 
 
 def rec(i, notification="event"):
@@ -62,6 +64,51 @@ def test_lagging_reader_keeps_segments_and_sees_everything(tmp_path):
     assert [json.loads(x)["i"] for x in drain(slow)] == list(range(50))
     assert slow.backlog_bytes == 0
     spool.close()
+
+
+def _segment_inodes(directory):
+    return {os.stat(os.path.join(directory, n)).st_ino for n in os.listdir(directory) if n.startswith("segment-")}
+
+
+def _spy_fsync(monkeypatch):
+    """[(inode, thread name)] of every fsync from now on."""
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append((os.fstat(fd).st_ino, threading.current_thread().name))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_closed_segments_are_synced_by_the_syncer_not_by_append(tmp_path, monkeypatch):
+    synced = _spy_fsync(monkeypatch)
+    spool = Spool(str(tmp_path), segment_bytes=100, fsync_interval=0.05)
+    spool.reader("keeps-every-segment")
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        spool.append([rec(i)])
+    segments = _segment_inodes(tmp_path)
+    assert len(segments) > 5
+    wait_until(lambda: segments <= {ino for ino, _ in synced}, 10, "the syncer to sync every segment")
+    assert {thread for _, thread in synced} == {"spool-fsync"}  # appends never wait for the disk
+    wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds, 10, "the synced segments' descriptors to close")
+    spool.close()
+
+
+def test_close_syncs_the_segments_closed_since_the_last_tick(tmp_path, monkeypatch):
+    synced = _spy_fsync(monkeypatch)
+    spool = Spool(str(tmp_path), segment_bytes=100, fsync_interval=3600)  # no tick during the test
+    spool.reader("keeps-every-segment")
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(20):
+        spool.append([rec(i)])
+    assert synced == []
+    spool.close()
+    assert _segment_inodes(tmp_path) <= {ino for ino, _ in synced}
+    assert len(os.listdir("/proc/self/fd")) < fds  # the active segment and the duplicates are closed
 
 
 def test_quota_refuses_then_recovers(tmp_path):
