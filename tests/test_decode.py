@@ -136,6 +136,20 @@ def test_fast_path_agrees_with_the_general_path_on_every_reference_frame():
     assert fast >= 20  # the wire form of NeuVector's frames does take the fast path
 
 
+def test_a_value_holding_key_and_separators_is_not_read_as_fields():
+    # "=" and "," as many as the separators of one more field: only their order
+    # shows that rest_body is inside rest_request's value.
+    from nvparser._decode import _parse
+    from nvparser._fast import fast_record
+
+    frame = ("<134>1 2025-03-14T08:00:13Z h a 1 neuvector - notification=event,name=User.Login,level=Info,"
+             "rest_request=a=rest_body,b,message=m").encode()
+    data = parse_frame(frame).data
+    assert data["rest_request"] == "a=rest_body,b" and data["message"] == "m"
+    assert "rest_body" not in data
+    assert fast_record(frame, 0) == _parse(frame, 0)
+
+
 def test_json_mode_gives_the_same_records_without_orjson(monkeypatch):
     from nvparser import _codec, _fast
     from nvsamples import load_samples
