@@ -164,15 +164,25 @@ def _text_ok(value, field, later_keys):
 def _strings(field, earlier_keys, later_keys, min_size=0):
     """Free strings: every character class the wire carries raw, plus
     fragments that trip naive parsers (``,``, ``=``, ``, ``, brackets, braces,
-    ``,<earlier key>=``, ``,<unknown word>=``, LF)."""
+    ``,<earlier key>=``, ``,<unknown word>=``, LF).
+
+    ``earlier_keys`` are the keys before the previous field present, and a
+    value holds one of them at most. Otherwise the text has two readings:
+    when ``proc_cmd`` holds ``,K1=…,K2=`` with K1 < K2 between the string
+    field P present before it and ``proc_cmd`` in struct order, it also reads
+    as P's value running on over ``,proc_cmd=`` and K1, K2 real: two keys
+    against one, and §3.4 takes the reading with more keys.
+    """
     fragments = [",", "=", ", ", "[", "]", "{", "}", "map[", ", application=x"]
+    earlier = [f",{k}=" for k in earlier_keys]
     if field in FREE_TEXT:
-        fragments += [f",{k}=" for k in earlier_keys[-6:]] + [",os=linux", ",a=b,c=d"]
+        fragments += earlier[-6:] + [",os=linux", ",a=b,c=d"]
     if field in MULTILINE:
         fragments += ["\n", "\nsh -c x", "\n curl -s http://x/?a=1"]
     piece = st.one_of(st.text(_CHARS, max_size=6), st.sampled_from(fragments))
     return (st.lists(piece, max_size=5).map("".join)
-            .filter(lambda v: len(v) >= min_size and _text_ok(v, field, later_keys)))
+            .filter(lambda v: len(v) >= min_size and _text_ok(v, field, later_keys)
+                    and sum(v.count(k) for k in earlier) <= 1))
 
 
 def _list_elements(field, later_keys):
@@ -238,7 +248,8 @@ def records(draw, notification):
             continue
         if field.omitempty and draw(st.booleans()):
             continue
-        record[field.name] = draw(_value(field, names[:i], names[i + 1:]))
+        before_previous = names[:names.index(list(record)[-1])] if record else []
+        record[field.name] = draw(_value(field, before_previous, names[i + 1:]))
     return record
 
 
