@@ -215,8 +215,11 @@ class Spool:
             self._lock.notify_all()
 
     def sync(self) -> None:
+        """Make every record appended so far durable, closed segments included."""
         with self._lock:
             self._fsync()
+            fds, self._closed_unsynced = self._closed_unsynced, []
+        self._sync_fds(fds)
 
     def close(self) -> None:
         with self._lock:

@@ -98,7 +98,7 @@ def test_closed_segments_are_synced_by_the_syncer_not_by_append(tmp_path, monkey
     spool.close()
 
 
-def test_close_syncs_the_segments_closed_since_the_last_tick(tmp_path, monkeypatch):
+def test_sync_and_close_sync_the_segments_closed_since_the_last_tick(tmp_path, monkeypatch):
     synced = _spy_fsync(monkeypatch)
     spool = Spool(str(tmp_path), segment_bytes=100, fsync_interval=3600)  # no tick during the test
     spool.reader("keeps-every-segment")
@@ -106,9 +106,14 @@ def test_close_syncs_the_segments_closed_since_the_last_tick(tmp_path, monkeypat
     for i in range(20):
         spool.append([rec(i)])
     assert synced == []
+    spool.sync()  # what the collector's stop does before draining
+    assert _segment_inodes(tmp_path) <= {ino for ino, _ in synced}
+    assert len(os.listdir("/proc/self/fd")) == fds  # the duplicates are closed
+    for i in range(20, 40):
+        spool.append([rec(i)])
     spool.close()
     assert _segment_inodes(tmp_path) <= {ino for ino, _ in synced}
-    assert len(os.listdir("/proc/self/fd")) < fds  # the active segment and the duplicates are closed
+    assert len(os.listdir("/proc/self/fd")) < fds  # the active segment closed too
 
 
 def test_quota_refuses_then_recovers(tmp_path):
