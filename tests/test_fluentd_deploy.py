@@ -84,14 +84,16 @@ def test_fluentd_is_a_native_sidecar_and_the_collector_waits_for_it():
     assert collector["args"] == ["listen"]
 
 
-def test_collector_probes_hit_healthz_on_the_metrics_port():
+def test_collector_probes_use_the_metrics_port_and_only_readiness_asks_healthz():
     (collector,) = pod()["spec"]["containers"]
     port_numbers = {p["name"]: p["containerPort"] for p in collector["ports"]}
     metrics_port = urlsplit(collector_env()["NVSIEM_METRICS"]).port
-    for probe in ("readinessProbe", "livenessProbe"):
-        get = collector[probe]["httpGet"]
-        assert get["path"] == "/healthz"
-        assert port_numbers[get["port"]] == metrics_port
+    ready = collector["readinessProbe"]["httpGet"]
+    assert ready["path"] == "/healthz" and port_numbers[ready["port"]] == metrics_port
+    # /healthz is 503 while the spool is full: that takes the pod out of the Service,
+    # and must not get it restarted (liveness), which would not empty the spool.
+    live = collector["livenessProbe"]
+    assert "httpGet" not in live and port_numbers[live["tcpSocket"]["port"]] == metrics_port
 
 
 def test_spool_is_on_the_persistent_volume_claim():
