@@ -130,14 +130,18 @@ def test_tls_python_client_and_openssl_s_client(tmp_path, collectors, pki):
     idle.close()
 
 
-def post(port, body, content_type="application/json", context=None, method="POST"):
+def request(port, body, content_type="application/json", context=None, method="POST"):
     conn = (http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10) if context
             else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     conn.request(method, "/neuvector", body=body, headers={"Content-Type": content_type})
     response = conn.getresponse()
     response.read()
     conn.close()
-    return response.status
+    return response
+
+
+def post(port, body, content_type="application/json", context=None, method="POST"):
+    return request(port, body, content_type, context, method).status
 
 
 @pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
@@ -151,7 +155,9 @@ def test_webhook_json_and_key_value(tmp_path, collectors, pki, https):
     assert post(port, numbered(sample("webhook-keyvalue-1"), 2), "text/plain; charset=us-ascii", context) == 200
     # Undecodable: kept as a dead letter, and 200 because retrying cannot help.
     assert post(port, b"\x00\xffnot a webhook", "application/json", context) == 200
-    assert post(port, b"", context=context, method="GET") == 405
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        response = request(port, b"", context=context, method=method)
+        assert (response.status, response.getheader("Allow")) == (405, "POST"), method
     out = str(tmp_path / "out.jsonl")
     wait_until(lambda: len(delivered(out)) >= 2, what="webhook records")
     assert delivered(out) == {1: 1, 2: 1}

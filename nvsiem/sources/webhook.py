@@ -56,13 +56,17 @@ class WebhookSource(Source):
                 else:
                     self._reply(500, b"spool unavailable, retry\n")
 
-            def do_GET(self):
-                self._reply(405, b"POST NeuVector webhooks here\n")
+            def not_post(self):
+                self._reply(405, b"" if self.command == "HEAD" else b"POST NeuVector webhooks here\n")
+
+            do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = not_post
 
             def _reply(self, status, body):
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
+                if status == 405:
+                    self.send_header("Allow", "POST")
                 self.end_headers()
                 self.wfile.write(body)
 
