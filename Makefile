@@ -34,6 +34,8 @@ test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test-parser-pythons:
+	@[ $(words $(PARSER_PYTHONS)) -ge 2 ] || { \
+	  echo "test-parser-pythons needs Python 3.9 and 3.13: pyenv install 3.9 3.13, or PARSER_PYTHONS='python3.9 python3.13' (found: $(PARSER_PYTHONS))"; exit 1; }
 	@for py in $(PARSER_PYTHONS); do \
 	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
 	  [ -x .venv-$$v/bin/pytest ] || { $$py -m venv .venv-$$v && .venv-$$v/bin/pip install -q pytest hypothesis; } || exit 1; \
