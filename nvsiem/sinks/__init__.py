@@ -14,7 +14,7 @@ import os
 from typing import Dict, FrozenSet, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .base import Sink, SinkError, redact_url
+from .base import SECRET_WORDS, Sink, SinkError, redact_url
 
 __all__ = ["SINKS", "Sink", "SinkError", "open_sink", "sink_class", "sink_id", "split_collector_options"]
 
@@ -27,9 +27,6 @@ SINKS: Dict[str, str] = {
     "splunk-hec": "nvsiem_splunk.hec:HecSink",
     "splunk-hec+http": "nvsiem_splunk.hec:HecSink",
 }
-
-_SECRET_WORDS = ("token", "key", "secret", "password")
-
 
 def sink_class(scheme: str) -> type:
     try:
@@ -58,7 +55,7 @@ def resolve_secrets(url: str) -> str:
     query = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         base, _, via = key.rpartition("_")
-        if via in ("file", "env") and any(w in base.lower() for w in _SECRET_WORDS):
+        if via in ("file", "env") and any(w in base.lower() for w in SECRET_WORDS):
             if via == "file":
                 try:
                     with open(value, encoding="utf-8") as f:

@@ -7,6 +7,10 @@ as they are, network sinks decode what they need.
 """
 import abc
 from typing import ClassVar, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+#: Query parameters whose name holds one of these are secrets: masked in logs, read from files or env.
+SECRET_WORDS = ("token", "key", "secret", "password")
 
 
 class SinkError(Exception):
@@ -52,12 +56,10 @@ class Sink(abc.ABC):
 
 def redact_url(url: str) -> str:
     """Drop userinfo and secret-looking query values from a URL."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = [
-        (k, "***" if any(s in k.lower() for s in ("token", "key", "secret", "password")) else v)
+        (k, "***" if any(s in k.lower() for s in SECRET_WORDS) else v)
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/,:*"), ""))
