@@ -150,6 +150,12 @@ def test_a_value_holding_key_and_separators_is_not_read_as_fields():
     assert fast_record(frame, 0) == _parse(frame, 0)
 
 
+@pytest.mark.parametrize("first", ["nope=event", "n=event", "notificationX=event"])
+def test_a_body_not_opening_with_notification_is_a_dead_letter(first):
+    frame = ("<134>1 2025-03-14T08:00:13Z h a 1 neuvector - %s,name=User.Login,level=Info,message=m" % first).encode()
+    assert type(parse_frame(frame)) is DeadLetter
+
+
 def test_json_mode_gives_the_same_records_without_orjson(monkeypatch):
     from nvparser import _codec, _fast
     from nvsamples import load_samples

@@ -182,11 +182,13 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
 def _text_body(raw: bytes, start: int) -> Optional[dict]:
     """The typed fields of a key=value body starting at ``raw[start]``."""
     line = raw.decode("utf-8")
+    if not raw.startswith(b"notification=", start):
+        return None  # the general path says what the body lacks
     if _ALTERNATING.startswith(raw.translate(None, _NOT_SEPARATOR)):
         # No value holds "," or "=": one C-level split gives keys and values.
         # raw[start:] opens with "notification=" and the header holds neither.
         kv = line.replace(",", "=").split("=")
-        if len(kv) % 2:  # an "=" ended the body (or there was none)
+        if len(kv) % 2:  # a "," ended the body
             return None
         del kv[0]  # the header and "notification"
     else:
