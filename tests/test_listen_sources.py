@@ -158,6 +158,19 @@ def test_webhook_json_and_key_value(tmp_path, collectors, pki, https):
     for method in ("GET", "HEAD", "PUT", "DELETE"):
         response = request(port, b"", context=context, method=method)
         assert (response.status, response.getheader("Allow")) == (405, "POST"), method
+    if not https:
+        # The body of a refused request is never read as a request of its own.
+        inner = b"POST /x HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(numbered(sample("webhook-json-2"), 3)), numbered(sample("webhook-json-2"), 3))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"PUT /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(inner), inner))
+            replies = b""
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                replies += data
+        assert replies.count(b"HTTP/1.1 ") == 1 and replies.startswith(b"HTTP/1.1 405")
     out = str(tmp_path / "out.jsonl")
     wait_until(lambda: len(delivered(out)) >= 2, what="webhook records")
     assert delivered(out) == {1: 1, 2: 1}

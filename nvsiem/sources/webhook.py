@@ -44,6 +44,7 @@ class WebhookSource(Source):
                 try:
                     length = int(self.headers.get("Content-Length", ""))
                 except ValueError:
+                    self.close_connection = True  # a body we did not read must not be taken for a request
                     return self._reply(411, b"Content-Length required\n")
                 if length > source.config.webhook_max_body:
                     self.close_connection = True
@@ -57,6 +58,7 @@ class WebhookSource(Source):
                     self._reply(500, b"spool unavailable, retry\n")
 
             def not_post(self):
+                self.close_connection = True  # its body, unread, must not be taken for a request
                 self._reply(405, b"" if self.command == "HEAD" else b"POST NeuVector webhooks here\n")
 
             do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = not_post
@@ -67,6 +69,8 @@ class WebhookSource(Source):
                 self.send_header("Content-Length", str(len(body)))
                 if status == 405:
                     self.send_header("Allow", "POST")
+                if self.close_connection:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
 
