@@ -85,6 +85,7 @@ class Spool:
         self._full_logged = -60.0
         self._dirty = False
         self._closed_unsynced: List[int] = []  # dup'ed fds of closed segments, for the syncer
+        self._syncing = threading.Lock()
         self._last_error: Optional[str] = None
         os.makedirs(directory, exist_ok=True)
         self._sizes = self._recover()  # segment number -> bytes, ascending
@@ -186,27 +187,32 @@ class Spool:
             self._dirty = False
 
     def _sync_loop(self) -> None:
-        # Its own clock (not the condition appends notify) and the fsync outside the
-        # lock: appends never wait for the disk.
+        # Its own clock, not the condition appends notify.
         while not self._stopped.wait(self.fsync_interval):
+            if self._closed:
+                return
+            self._sync_pending()
+
+    def _sync_pending(self) -> None:
+        """fsync what was appended and not synced yet, outside the spool lock: appends never wait for the disk.
+
+        One caller at a time (``_syncing``), so when ``sync()`` returns, what
+        the syncer had already taken is synced too.
+        """
+        with self._syncing:
             with self._lock:
-                if self._closed:
-                    return
                 fds, self._closed_unsynced = self._closed_unsynced, []
-                if self._dirty:
+                if self._dirty and not self._closed:
                     fds.append(os.dup(self._file.fileno()))
                     self._dirty = False
-            self._sync_fds(fds)
-
-    def _sync_fds(self, fds: List[int]) -> None:
-        for fd in fds:
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                self._last_error = "spool fsync failed: %s" % exc
-                log.error(self._last_error)
-            finally:
-                os.close(fd)
+            for fd in fds:
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    self._last_error = "spool fsync failed: %s" % exc
+                    log.error(self._last_error)
+                finally:
+                    os.close(fd)
 
     def stop_waiting(self) -> None:
         """Make appends waiting for room (and later ones) give up at once: the collector is stopping."""
@@ -216,10 +222,7 @@ class Spool:
 
     def sync(self) -> None:
         """Make every record appended so far durable, closed segments included."""
-        with self._lock:
-            self._fsync()
-            fds, self._closed_unsynced = self._closed_unsynced, []
-        self._sync_fds(fds)
+        self._sync_pending()
 
     def close(self) -> None:
         with self._lock:
@@ -232,8 +235,7 @@ class Spool:
         self._stopped.set()
         if self._syncer:
             self._syncer.join()
-        self._sync_fds(self._closed_unsynced)  # the syncer has stopped: no one else touches it
-        self._closed_unsynced = []
+        self._sync_pending()  # segments closed since the syncer's last tick
 
     # -- state -------------------------------------------------------------
 

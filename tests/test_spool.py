@@ -116,6 +116,31 @@ def test_sync_and_close_sync_the_segments_closed_since_the_last_tick(tmp_path, m
     assert len(os.listdir("/proc/self/fd")) < fds  # the active segment closed too
 
 
+def test_sync_waits_for_the_segments_the_syncer_is_syncing(tmp_path, monkeypatch):
+    in_syncer, release = threading.Event(), threading.Event()
+    real = os.fsync
+
+    def fsync(fd):
+        if threading.current_thread().name == "spool-fsync":
+            in_syncer.set()
+            release.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    spool = Spool(str(tmp_path), segment_bytes=100, fsync_interval=0.05)
+    for i in range(20):
+        spool.append([rec(i)])
+    assert in_syncer.wait(10)  # the syncer has taken the closed segments and is inside fsync
+    stop = threading.Thread(target=spool.sync)
+    stop.start()
+    stop.join(0.3)
+    assert stop.is_alive()  # the collector's stop must not go on before they are on disk
+    release.set()
+    stop.join(10)
+    assert not stop.is_alive()
+    spool.close()
+
+
 def test_quota_refuses_then_recovers(tmp_path):
     changes = []
     line = rec(0)
