@@ -12,9 +12,13 @@ Fluentd itself cannot be installed here, so this plays its part on
 - answers ``{"ack": chunk}`` when the option map has a ``chunk``, after the
   events are recorded (Fluentd acks once the events are in its buffer);
 - with a shared key, runs the ``<security>`` handshake: HELO with nonce,
-  auth and keepalive on connect; checks PING's
-  sha512_hex(salt + hostname + nonce + shared_key); answers PONG with its
-  own digest, or PONG false with the reason and closes;
+  a random ``auth`` salt (in_forward sends one whenever ``<security>`` is
+  on) and keepalive on connect; checks PING's
+  sha512_hex(salt + hostname + nonce + shared_key) and, with ``users``
+  (``user_auth true``), sha512_hex(auth + username + password); answers
+  PONG with its own digest, or PONG false with the reason and closes;
+- ``deny_keepalive``: HELO says ``keepalive: false`` and the connection is
+  closed after each ack, as in_forward does;
 - records (tag, time, record, mode, chunk) per event;
 - failure switches: ``behaviour = "drop"`` (read and lose, never ack),
   ``"stall"`` (stop reading), ``kill()`` (reset every connection and stop
@@ -80,8 +84,10 @@ class ProtocolError(Exception):
 class ForwardServer:
     def __init__(self, port: int = 0, *, unix_path: Optional[str] = None, shared_key: Optional[bytes] = None,
                  self_hostname: str = "fluentd-test", ssl_context: Optional[ssl.SSLContext] = None,
-                 discard: bool = False):
+                 discard: bool = False, users: Optional[dict] = None, deny_keepalive: bool = False):
         self.port = port
+        self.users = users  # username -> password, for user_auth
+        self.deny_keepalive = deny_keepalive
         self.unix_path = unix_path
         self.shared_key = shared_key
         self.self_hostname = self_hostname
@@ -184,8 +190,9 @@ class ForwardServer:
     def _converse(self, conn: socket.socket) -> None:
         unpacker = _unpacker()
         nonce = os.urandom(16) if self.shared_key is not None else None
+        auth = os.urandom(16)
         if nonce is not None:
-            conn.sendall(msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}]))
+            conn.sendall(msgpack.packb(["HELO", {"nonce": nonce, "auth": auth, "keepalive": not self.deny_keepalive}]))
         while True:
             while self.behaviour == "stall" and self._running:
                 time.sleep(0.01)
@@ -195,23 +202,29 @@ class ForwardServer:
             unpacker.feed(data)
             for message in unpacker:
                 if nonce is not None:
-                    if not self._answer_ping(conn, message, nonce):
+                    if not self._answer_ping(conn, message, nonce, auth):
                         return
                     nonce = None
                     continue
                 if not self._handle(conn, message):
                     return
 
-    def _answer_ping(self, conn: socket.socket, message, nonce: bytes) -> bool:
+    def _answer_ping(self, conn: socket.socket, message, nonce: bytes, auth: bytes) -> bool:
         if not (isinstance(message, list) and len(message) == 6 and message[0] == "PING"):
             self._note_error(f"expected PING, got {message!r:.80}")
-            conn.sendall(msgpack.packb(["PONG", False, "PING message is required first", self.self_hostname, ""]))
+            conn.sendall(msgpack.packb(["PONG", False, "PING message is required first", "", ""]))
             return False
-        _, hostname, salt, digest, _username, _password = message
+        _, hostname, salt, digest, username, password = message
         salt = _as_bytes(salt)
         if digest != _digest(salt, hostname, nonce, self.shared_key):
             self._note_error(f"shared_key mismatch from {hostname}")
-            conn.sendall(msgpack.packb(["PONG", False, "shared_key mismatch", self.self_hostname, ""]))
+            conn.sendall(msgpack.packb(["PONG", False, "shared_key mismatch", "", ""]))
+            return False
+        if self.users is not None and not (
+                username in self.users
+                and password == hashlib.sha512(auth + username.encode() + self.users[username]).hexdigest()):
+            self._note_error(f"username/password mismatch from {hostname}")
+            conn.sendall(msgpack.packb(["PONG", False, "username/password mismatch", "", ""]))
             return False
         conn.sendall(msgpack.packb(
             ["PONG", True, "", self.self_hostname, _digest(salt, self.self_hostname, nonce, self.shared_key)]))
@@ -272,6 +285,8 @@ class ForwardServer:
             with self._changed:
                 self.acks_sent += 1  # counted first: the client may act on the ack at once
             conn.sendall(msgpack.packb({"ack": chunk}))
+            if self.deny_keepalive:
+                return False  # closes, as in_forward does once the reply is written
         return True
 
     def _note_error(self, text: str) -> None:

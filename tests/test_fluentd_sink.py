@@ -135,6 +135,31 @@ def test_tag_prefix_and_time_fallbacks(server):
     assert before - 1 <= events[3].time.seconds <= time.time() + 1  # only then arrival time
 
 
+@pytest.mark.parametrize("stamp", [
+    {"reported_timestamp": 1714564800000},      # milliseconds: beyond EventTime's 32-bit seconds
+    {"reported_at": "0001-01-01T00:00:00Z"},  # Go's zero time
+    {"reported_at": "1969-07-20T20:17:40Z"},  # before 1970
+])
+def test_a_time_eventtime_cannot_hold_gets_arrival_time_and_the_batch_still_goes(server, stamp):
+    records = [{"notification": "event", "n": 1, "reported_timestamp": REPORTED},
+               dict(stamp, notification="event", n=2),
+               {"notification": ["not", "a", "word"], "n": 3, "reported_timestamp": REPORTED}]
+    before = time.time()
+    FluentdSink(url(server)).send(as_json(records))
+    events = sorted(server.events, key=lambda e: e.record["n"])
+    assert [e.record for e in events] == records  # the record keeps its own value
+    assert events[0].time == EventTime(REPORTED, 0)
+    assert before - 1 <= events[1].time.seconds <= time.time() + 1
+    assert events[2].tag == "neuvector.unknown"
+
+
+def test_sub_second_times_are_exact_to_the_microsecond(server):
+    records = [{"notification": "event", "reported_at": "2025-03-14T09:26:45.000001Z"},
+               {"notification": "event", "reported_at": "2025-03-14T09:26:45.123456Z"}]
+    FluentdSink(url(server)).send(as_json(records))
+    assert sorted(e.time for e in server.events) == [EventTime(1741944405, 1000), EventTime(1741944405, 123456000)]
+
+
 def test_batches_split_by_count_bytes_and_tag(server):
     sink = FluentdSink(url(server, "&batch=10"))
     violations = [{"notification": "violation", "reported_timestamp": REPORTED, "n": i} for i in range(25)]
@@ -220,6 +245,11 @@ def test_server_killed_and_restarted_mid_stream_loses_nothing(server, keeps):
     assert {s // 50 for s in duplicated} <= failed_batches  # duplicates only from unacknowledged batches
     if keeps:
         assert duplicated  # the buffered-but-unacked message came again
+        # ... under the chunk id it had the first time, as out_forward re-sends a buffer chunk
+        chunks = {}
+        for e in server.events:
+            chunks.setdefault(e.record["seq"], set()).add(e.chunk)
+        assert all(len(chunks[s]) == 1 for s in duplicated)
 
 
 def test_idle_connection_closed_by_server_is_reopened_transparently(server):
@@ -259,7 +289,7 @@ def test_unix_socket(tmp_path):
 
 def test_shared_key_handshake_from_a_file(tmp_path):
     key = tmp_path / "shared_key"
-    key.write_text("s3cret-key\n")
+    key.write_text("s3cret-key")
     with ForwardServer(shared_key=b"s3cret-key") as srv:
         sink = FluentdSink(url(srv, f"&shared_key_file={key}"))
         sink.send(as_json([{"notification": "event", "n": 1}]))
@@ -278,6 +308,57 @@ def test_wrong_shared_key_is_a_permanent_error_with_the_servers_reason(monkeypat
         assert "handshake rejected by the server: shared_key mismatch" in str(err.value)
         assert srv.events == [] and any("mismatch" in e for e in srv.errors)
         assert "wrong" not in sink.describe()
+
+
+def test_server_with_user_auth_is_refused_with_the_servers_reason_and_what_to_do():
+    with ForwardServer(shared_key=b"k", users={"nv": b"pw"}) as srv:
+        with pytest.raises(SinkError) as err:
+            FluentdSink(url(srv, "&shared_key=k")).send(as_json([{"notification": "event"}]))
+    assert err.value.permanent and "username/password mismatch" in str(err.value)
+    assert "user_auth" in str(err.value)
+
+
+def test_a_newline_in_the_key_file_counts_as_in_fluentd(tmp_path):
+    key = tmp_path / "shared_key"
+    key.write_text("s3cret-key\n")  # e.g. from a Kubernetes secret made with --from-file
+    with ForwardServer(shared_key=b"s3cret-key\n") as srv:
+        FluentdSink(url(srv, f"&shared_key_file={key}")).send(as_json([{"notification": "event", "n": 1}]))
+        assert [e.record["n"] for e in srv.events] == [1]
+    with ForwardServer(shared_key=b"s3cret-key") as srv:  # the server's key typed without it
+        with pytest.raises(SinkError) as err:
+            FluentdSink(url(srv, f"&shared_key_file={key}")).send(as_json([{"notification": "event"}]))
+    assert "shared_key mismatch" in str(err.value) and "newline" in str(err.value)
+
+
+def test_server_that_denies_keepalive_gets_one_message_per_connection():
+    records = [{"notification": kind, "n": i, "reported_timestamp": REPORTED}
+               for i, kind in enumerate(["event", "threat", "violation", "event"])]
+    with ForwardServer(shared_key=b"k", deny_keepalive=True) as srv:
+        sink = FluentdSink(url(srv, "&shared_key=k"))
+        sink.send(as_json(records))  # three tags: three messages, each acked then closed
+        sink.send(as_json(records[:1]))
+        assert sorted(e.record["n"] for e in srv.events) == [0, 0, 1, 2, 3] and srv.acks_sent == 4
+
+
+def test_an_ack_that_is_not_a_string_is_ignored_not_a_crash():
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def peer():
+        conn, _ = listener.accept()
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            unpacker.feed(conn.recv(65536))
+            for message in unpacker:
+                conn.sendall(msgpack.packb({"ack": ["odd"]}) + msgpack.packb({"ack": message[2]["chunk"]}))
+                conn.close()
+                return
+
+    threading.Thread(target=peer, daemon=True).start()
+    try:
+        FluentdSink(f"fluentd://127.0.0.1:{listener.getsockname()[1]}?ack_timeout=5").send(
+            as_json([{"notification": "event"}]))
+    finally:
+        listener.close()
 
 
 def test_server_with_security_but_no_key_here_is_a_clear_permanent_error():

@@ -199,7 +199,7 @@ def test_collector_options_and_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("SHARED", "k3y")
     from nvsiem.sinks import resolve_secrets
     resolved = resolve_secrets("x://h?token_file=%s&shared_key_env=SHARED&tag=a" % token)
-    assert resolved == "x://h?token=s3cr3t&shared_key=k3y&tag=a"
+    assert resolved == "x://h?token=s3cr3t%0A&shared_key=k3y&tag=a"  # verbatim: the sink decides
     # A rotated token keeps the same cursor; another filter is another sink.
     assert sink_id("x://h?token=a") == sink_id("x://h?token=b") != sink_id("x://h?token=a&types=event")
 

@@ -41,25 +41,40 @@ class ForwardConnection(FluentSender):
         self._settings = settings
         self._ssl_context = ssl_context
         self._replies = self._new_unpacker()
+        self._keepalive = True  # until a HELO says otherwise
 
     @property
     def connected(self) -> bool:
         return self.socket is not None
 
     def deliver(self, messages: Sequence[Tuple[str, bytes]]) -> None:
-        """Send ``(chunk, message)`` pairs back to back, then wait for every ack."""
+        """Send ``(chunk, message)`` pairs back to back, then wait for every ack.
+
+        A server whose HELO says ``keepalive: false`` (in_forward's
+        ``deny_keepalive``) closes the connection after each reply: it gets
+        one message per connection.
+        """
         with self.lock:
             try:
                 self._reconnect()
-                deadline = time.monotonic() + self._settings.ack_timeout
-                self.socket.settimeout(self._settings.ack_timeout)
-                for _, message in messages:
-                    self.socket.sendall(message)
-                self._await_acks({chunk for chunk, _ in messages}, deadline)
+                if self._keepalive:
+                    self._exchange(messages)
+                    return
+                for message in messages:
+                    self._reconnect()
+                    self._exchange([message])
+                    self._close()
             except BaseException:
                 # A half-used connection may still deliver stale acks or HELOs: start afresh.
                 self._close()
                 raise
+
+    def _exchange(self, messages: Sequence[Tuple[str, bytes]]) -> None:
+        deadline = time.monotonic() + self._settings.ack_timeout
+        self.socket.settimeout(self._settings.ack_timeout)
+        for _, message in messages:
+            self.socket.sendall(message)
+        self._await_acks({chunk for chunk, _ in messages}, deadline)
 
     def _reconnect(self) -> None:
         if self.socket is not None:
@@ -84,7 +99,7 @@ class ForwardConnection(FluentSender):
             raise DeliveryError(
                 f"no HELO from {self.server} within {self._settings.connect_timeout:g}s: a shared key "
                 "is set here, but the server does not seem to have <security> configured") from None
-        nonce, auth = read_helo(helo)
+        nonce, auth, self._keepalive = read_helo(helo)
         salt = os.urandom(16)
         key = self._settings.shared_key
         self.socket.sendall(ping(self._settings.self_hostname, salt, nonce, key, auth))
@@ -93,7 +108,7 @@ class ForwardConnection(FluentSender):
     def _await_acks(self, pending: set, deadline: float) -> None:
         while pending:
             reply = self._next_reply(deadline, "ack")
-            if isinstance(reply, dict) and "ack" in reply:
+            if isinstance(reply, dict) and isinstance(reply.get("ack"), str):
                 pending.discard(reply["ack"])
             elif isinstance(reply, (list, tuple)) and reply and reply[0] == "HELO":
                 raise HandshakeRejected(

@@ -9,7 +9,6 @@ import base64
 import functools
 import gzip
 import hashlib
-import os
 import re
 import time
 from typing import Any, List, Mapping, Tuple
@@ -19,6 +18,8 @@ from fluent.sender import EventTime
 from nvparser import event_time as record_time
 
 _TAG_WORD = re.compile(r"[a-z0-9_]+\Z")
+# EventTime's seconds are an unsigned 32-bit number.
+_EVENT_TIME_END = 1 << 32
 
 
 class HandshakeRejected(Exception):
@@ -29,9 +30,17 @@ class HandshakeRejected(Exception):
         self.reason = reason
 
 
-def new_chunk_id() -> str:
-    """A fresh ``chunk`` option: Base64 of a random 128-bit id, as the spec describes."""
-    return base64.b64encode(os.urandom(16)).decode("ascii")
+def chunk_id(tag: str, blob: bytes, position: int) -> str:
+    """The ``chunk`` option: Base64 of a 128-bit id, as the spec describes.
+
+    Taken from the message's content and its place in the batch, so a batch
+    sent again after a failure carries the same ids (as out_forward re-sends
+    a buffer chunk), a receiver can tell a retry from new events, and two
+    equal messages of one batch still need two acks.
+    """
+    digest = hashlib.blake2b(b"%d\0%s\0" % (position, tag.encode("utf-8")), digest_size=16)
+    digest.update(blob)
+    return base64.b64encode(digest.digest()).decode("ascii")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -43,38 +52,47 @@ def _whole_seconds(seconds: int) -> EventTime:
 def event_time(record: Mapping[str, Any]) -> EventTime:
     """The event's own time as an EventTime (``nvparser.event_time``), not its arrival time.
 
-    Only a record that says nothing about its time gets the current time.
+    A record that says nothing about its time, or a time EventTime cannot
+    hold (before 1970, after 2106, a timestamp in milliseconds), gets the
+    current time; the record keeps its own value either way.
     """
     seconds = record_time(record)
-    if seconds is None:
+    if seconds is None or not 0 <= seconds < _EVENT_TIME_END:
         return EventTime.from_unix_nano(time.time_ns())
     if type(seconds) is int:
         return _whole_seconds(seconds)
     whole = int(seconds)
-    return EventTime(whole, round((seconds - whole) * 1e9))
+    # Parsed times carry at most microseconds; rounding there drops the float's noise.
+    return EventTime(whole, round((seconds - whole) * 1e6) * 1000)
+
+
+def tag_for(prefix: str, notification: Any) -> str:
+    """``<prefix>.<notification>``; anything that is not a plain word becomes ``unknown``."""
+    return _tag(prefix, notification if isinstance(notification, str) else "")
 
 
 @functools.lru_cache(maxsize=256)
-def tag_for(prefix: str, notification: Any) -> str:
-    """``<prefix>.<notification>``; anything that is not a plain word becomes ``unknown``."""
-    word = notification.lower() if isinstance(notification, str) else ""
+def _tag(prefix: str, notification: str) -> str:
+    word = notification.lower()
     if not _TAG_WORD.match(word):
         word = "unknown"
     return f"{prefix}.{word}" if prefix else word
 
 
-def packed_forward(tag: str, entries: List[bytes], chunk: str, compress: bool) -> bytes:
-    """A PackedForward (or CompressedPackedForward) message asking for an ack of ``chunk``.
+def packed_forward(tag: str, entries: List[bytes], compress: bool, position: int) -> Tuple[str, bytes]:
+    """A PackedForward (or CompressedPackedForward) message asking for an ack: (chunk id, message).
 
     ``entries`` are msgpack ``[time, record]`` pairs; they travel as one
     ``bin`` blob, as the spec recommends (out_forward sends ``str``).
+    ``position`` is the message's place in its batch (see ``chunk_id``).
     """
     blob = b"".join(entries)
+    chunk = chunk_id(tag, blob, position)
     option = {"size": len(entries), "chunk": chunk}
     if compress:
         blob = gzip.compress(blob, compresslevel=1, mtime=0)
         option["compressed"] = "gzip"
-    return msgpack.packb([tag, blob, option], use_bin_type=True)
+    return chunk, msgpack.packb([tag, blob, option], use_bin_type=True)
 
 
 def as_bytes(value: Any) -> bytes:
@@ -90,22 +108,26 @@ def shared_key_digest(salt: bytes, hostname: str, nonce: bytes, shared_key: byte
     return hashlib.sha512(salt + hostname.encode("utf-8") + nonce + shared_key).hexdigest()
 
 
-def read_helo(message: Any) -> Tuple[bytes, bytes]:
-    """``["HELO", {nonce, auth, keepalive}]`` -> (nonce, auth salt)."""
+def read_helo(message: Any) -> Tuple[bytes, bytes, bool]:
+    """``["HELO", {nonce, auth, keepalive}]`` -> (nonce, auth salt, keepalive)."""
     if not (isinstance(message, (list, tuple)) and len(message) == 2 and message[0] == "HELO"
             and isinstance(message[1], dict) and "nonce" in message[1]):
         raise HandshakeRejected(f"expected HELO from the server, got {_short(message)}")
     options = message[1]
-    return as_bytes(options["nonce"]), as_bytes(options.get("auth") or b"")
+    # in_forward's deny_keepalive: it closes the connection after each reply.
+    return as_bytes(options["nonce"]), as_bytes(options.get("auth") or b""), options.get("keepalive") is not False
 
 
 def ping(self_hostname: str, salt: bytes, nonce: bytes, shared_key: bytes, auth: bytes) -> bytes:
-    """Our PING. User/password authentication is not supported: a server asking for it is refused clearly."""
-    if auth:
-        raise HandshakeRejected("the server requires username/password authentication (<user> in "
-                                "<security>), which this sink does not support; use a shared key only")
+    """Our PING, with no user: username "" and, like out_forward, the password digest of "" and "".
+
+    in_forward sends a random ``auth`` salt whenever ``<security>`` is on,
+    and checks the user only with ``user_auth true``; such a server answers
+    PONG false "username/password mismatch", which ``check_pong`` explains.
+    """
     digest = shared_key_digest(salt, self_hostname, nonce, shared_key)
-    return msgpack.packb(["PING", self_hostname, salt, digest, "", ""], use_bin_type=True)
+    password = hashlib.sha512(auth).hexdigest() if auth else ""
+    return msgpack.packb(["PING", self_hostname, salt, digest, "", password], use_bin_type=True)
 
 
 def check_pong(message: Any, salt: bytes, nonce: bytes, shared_key: bytes) -> str:
@@ -119,6 +141,11 @@ def check_pong(message: Any, salt: bytes, nonce: bytes, shared_key: bytes) -> st
     _, ok, reason, hostname, digest = message
     if not ok:
         text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        if "username/password" in text:
+            text += (" (the server has user_auth on; this sink sends no user: turn user_auth off "
+                     "for it, the shared key still authenticates both ends)")
+        elif "shared_key" in text and shared_key != shared_key.strip():
+            text += " (the key here starts or ends with whitespace, a newline from its file perhaps: it counts, as in Fluentd)"
         raise HandshakeRejected(text or "rejected without a reason")
     if not isinstance(hostname, str) or digest != shared_key_digest(salt, hostname, nonce, shared_key):
         raise HandshakeRejected("shared_key mismatch (the server's PONG digest is wrong)")

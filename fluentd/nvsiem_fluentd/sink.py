@@ -18,7 +18,7 @@ from nvsiem.sinks.base import Sink, SinkError
 
 from .config import ConfigError, ForwardSettings, Server, parse_url
 from .connection import DeliveryError, ForwardConnection
-from .forward import HandshakeRejected, event_time, new_chunk_id, packed_forward, tag_for
+from .forward import HandshakeRejected, event_time, packed_forward, tag_for
 
 try:
     from nvparser import json_loads as _loads
@@ -63,7 +63,7 @@ class FluentdSink(Sink):
             connection.close()
 
     def _encode(self, batch: Sequence[bytes]) -> List[Tuple[str, bytes]]:
-        """Group by tag, cut at ``batch`` records or ``max_bytes``, one chunk id per message."""
+        """Group by tag, cut at ``batch`` records or ``max_bytes``: (chunk id, message) pairs."""
         prefix, limit, max_bytes = self.settings.tag_prefix, self.settings.batch, self.settings.max_bytes
         pack = self._packer.pack
         open_groups: Dict[str, Tuple[List[bytes], List[int]]] = {}
@@ -84,11 +84,7 @@ class FluentdSink(Sink):
             size[0] += len(entry)
         finished.extend((tag, entries) for tag, (entries, _) in open_groups.items())
         compress = self.settings.compress
-        messages = []
-        for tag, entries in finished:
-            chunk = new_chunk_id()
-            messages.append((chunk, packed_forward(tag, entries, chunk, compress)))
-        return messages
+        return [packed_forward(tag, entries, compress, position) for position, (tag, entries) in enumerate(finished)]
 
     def _in_preference_order(self) -> List[ForwardConnection]:
         """Servers in URL order, those that failed in the last ``retry_after`` seconds last."""

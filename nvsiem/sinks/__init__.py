@@ -58,8 +58,10 @@ def resolve_secrets(url: str) -> str:
         if via in ("file", "env") and any(w in base.lower() for w in SECRET_WORDS):
             if via == "file":
                 try:
-                    with open(value, encoding="utf-8") as f:
-                        value = f.read().strip()
+                    # Verbatim: each sink knows whether whitespace counts
+                    # (a Fluentd shared key) or not (a HEC token).
+                    with open(value, encoding="utf-8", newline="") as f:
+                        value = f.read()
                 except OSError as exc:
                     raise ValueError("cannot read %s for %s: %s" % (value, base, exc.strerror)) from None
             else:
