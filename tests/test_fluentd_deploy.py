@@ -79,7 +79,14 @@ def test_fluentd_is_a_native_sidecar_and_the_collector_waits_for_it():
     spec = pod()["spec"]
     (sidecar,) = spec["initContainers"]
     assert sidecar["restartPolicy"] == "Always"  # native sidecar: starts first, stops last
-    assert sidecar["startupProbe"]["tcpSocket"]["port"] == 24224
+    (source,) = [s for s in sidecar_conf().children if s.name == "source"]
+    bind, port = source.params["bind"], source.params["port"]
+    for probe in (sidecar["startupProbe"], sidecar["livenessProbe"]):
+        # A tcpSocket probe dials the pod IP: it can only reach an input bound to all addresses.
+        if "tcpSocket" in probe:
+            assert bind == "0.0.0.0" and str(probe["tcpSocket"]["port"]) == port
+        else:
+            assert f"TCPSocket.new('{bind}', {port})" in probe["exec"]["command"][-1]
     (collector,) = spec["containers"]
     assert collector["args"] == ["listen"]
 
@@ -234,6 +241,34 @@ def test_aggregator_receives_with_tls_and_shared_key_and_buffers_on_disk():
     assert buffers and all(b.params["@type"] == "file" for b in buffers)
     # neuvector.** comes before the catch-all, or the catch-all would swallow it
     assert [s.arg for s in conf.children if s.name == "match"] == ["neuvector.**", "**"]
+
+
+def required_time_placeholders(timekey: str) -> set:
+    """What out_file's path must hold for a timekey: every unit down to it."""
+    seconds = int(timekey[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[timekey[-1]] if timekey[-1].isalpha() \
+        else int(timekey)
+    needed = {"%Y", "%m", "%d"}
+    if seconds % 86400:
+        needed.add("%H")
+    if seconds % 3600:
+        needed.add("%M")
+    if seconds % 60:
+        needed.add("%S")
+    return needed
+
+
+def test_file_outputs_hold_a_time_placeholder_for_their_timekey():
+    """Fluentd refuses to start otherwise ("insufficient timestamp placeholders in path")."""
+    assert required_time_placeholders("1h") == {"%Y", "%m", "%d", "%H"}
+    assert required_time_placeholders("86400") == {"%Y", "%m", "%d"}
+    outputs = [s for conf in (aggregator_conf(), sidecar_conf()) for s in sections(conf)
+               if s.params.get("@type") == "file" and "path" in s.params and s.name in ("match", "store")]
+    assert outputs
+    for output in outputs:
+        buffer = {c.name: c for c in output.children}["buffer"]
+        if "time" in buffer.arg.split(","):
+            missing = required_time_placeholders(buffer.params["timekey"]) - set(re.findall(r"%[A-Za-z]", output.params["path"]))
+            assert not missing, f"{output.params['path']}: timekey {buffer.params['timekey']} needs {sorted(missing)}"
 
 
 def test_sidecar_forwards_with_acks_tls_and_shared_key():
