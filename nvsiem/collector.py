@@ -73,13 +73,15 @@ class Collector:
 
     # -- acceptance --------------------------------------------------------
 
-    def accept(self, events: Iterable, source: str, timeout: Optional[float] = None) -> bool:
+    def accept(self, events: Iterable, source: str, timeout: Optional[float] = None, overflow: bool = False) -> bool:
         """Spool ``events`` from ``source``; wait up to ``timeout`` for room (None: until there is room or we stop).
 
         False: some records were refused (spool full or failing); they are
         counted as dropped and logged. Records go to the spool in pieces of
         at most 1/32 of the quota, so even a large batch fits once sinks catch
         up, and a stream waits for room only when the spool is nearly full.
+        With ``timeout`` None a failing spool (a full disk) is waited for too,
+        until we stop. ``overflow``: see ``Spool.append``.
         """
         # The hot loop of the collector: kept to plain appends, counted in C afterwards.
         lines, kinds, others, notes = [], [], [], []
@@ -95,7 +97,7 @@ class Collector:
                 other(event)
         if notes:
             self.noted(source, notes)
-        kinds = Counter(kinds)
+        kinds_in_order, kinds = kinds, Counter(kinds)
         dead = [dead_letter_json(e, source) for e in others if type(e) is DeadLetter]
         skipped = len(others) - len(dead)
         m = self.metrics
@@ -106,25 +108,38 @@ class Collector:
             m.dead_letters.labels(source).inc(len(dead))
         if skipped:
             m.skipped.labels(source).inc(skipped)
-        refused = 0
+        refused = spooled = 0
         for piece in _pieces(lines, self.spool.quota_bytes // 32):
             if refused:
                 refused += len(piece)
                 continue
-            try:
-                appended = self.spool.append(piece, timeout)
-                reason = "spool_full"
-            except OSError as exc:
-                log.error("spool append failed: %s", exc)
-                appended, reason = False, "spool_error"
-            if not appended:
+            appended, reason = self._append(piece, timeout, overflow)
+            if appended:
+                spooled += len(piece)
+            else:
                 refused = len(piece)
+        if spooled < len(lines):  # some pieces refused: count those spooled, in order
+            kinds = Counter(kinds_in_order[:spooled])
+        for kind, n in kinds.items():
+            m.parsed.labels(source, kind or "unknown").inc(n)
         if refused:
             self.refused(source, refused, reason)
             return False
-        for kind, n in kinds.items():
-            m.parsed.labels(source, kind or "unknown").inc(n)
         return True
+
+    def _append(self, piece: list, timeout: Optional[float], overflow: bool):
+        """(appended, why not): a failing spool is retried each second for a stream (``timeout`` None)."""
+        while True:
+            try:
+                return self.spool.append(piece, timeout, overflow), "spool_full"
+            except OSError as exc:
+                now = time.monotonic()
+                if now - self._drop_logged.get("spool_error", -60.0) >= 60.0:
+                    self._drop_logged["spool_error"] = now
+                    log.error("spool append failed: %s%s", exc, " (stream input waits)" if timeout is None else "")
+                if timeout is not None or self.spool.stopping:
+                    return False, "spool_error"
+                time.sleep(1.0)
 
     def noted(self, source: str, notes: list) -> None:
         """Records kept as sent but not as the schema expects (keys from a newer NeuVector, odd values)."""
@@ -229,7 +244,8 @@ class SinkWorker(threading.Thread):
                 continue
             if not batch:
                 if self.reader.has_pending:  # all filtered out
-                    self.reader.commit()
+                    if not self._commit():
+                        return
                     self._gather(0)
                 elif self._draining:
                     return
@@ -241,7 +257,8 @@ class SinkWorker(threading.Thread):
                 self._wake.wait(min(delay, max(0.0, self._deadline - time.monotonic())))
                 self._wake.clear()  # drain() wakes a waiting worker once
                 continue
-            self.reader.commit()
+            if not self._commit():
+                return
             delay = 0.0
             if self.last_error is not None:
                 log.info("sink %s recovered", self.label)
@@ -249,6 +266,26 @@ class SinkWorker(threading.Thread):
             for kind, n in Counter(map(notification_of, batch)).items():
                 self.metrics.delivered.labels(self.label, kind or "unknown").inc(n)
             self._gather(len(batch))
+
+    def _commit(self) -> bool:
+        """Move the cursor past what was delivered; False when the drain deadline passed first.
+
+        Saving the cursor needs a little disk: on a full disk it is retried,
+        the sink thread never dies of it (a batch sent again would be a duplicate, not a loss).
+        """
+        while True:
+            try:
+                self.reader.commit()
+                return True
+            except OSError as exc:
+                message = "saving the cursor: %s" % exc
+                if message != self.last_error:
+                    log.error("sink %s: %s (retrying)", self.label, message)
+                self.last_error = message
+                if time.monotonic() >= self._deadline:
+                    return False
+                self._wake.wait(min(1.0, max(0.0, self._deadline - time.monotonic())))
+                self._wake.clear()
 
     def _gather(self, delivered: int) -> None:
         """After a small batch, let records gather for a moment before the next read.

@@ -99,12 +99,16 @@ class Spool:
 
     # -- writing ---------------------------------------------------------
 
-    def append(self, lines: Sequence[bytes], timeout: Optional[float] = None) -> bool:
+    def append(self, lines: Sequence[bytes], timeout: Optional[float] = None, overflow: bool = False) -> bool:
         """Append records (compact JSON, no newline) as one write.
 
         Returns True once they are accepted. When the quota is reached,
         waits up to ``timeout`` seconds (None: until space or close) and
-        returns False if there still is no room.
+        returns False if there still is no room. Once ``stop_waiting`` was
+        called, ``overflow`` records are written past the quota instead:
+        input already taken from a socket, that no one can send again.
+
+        A failed write (a full disk) leaves the segment as it was, and raises.
         """
         if not lines:
             return True
@@ -114,6 +118,8 @@ class Spool:
             while not self._has_room(len(data)):
                 self._set_full(True)
                 remaining = None if deadline is None else deadline - time.monotonic()
+                if self._no_wait and overflow and not self._closed:
+                    break
                 if self._closed or self._no_wait or (remaining is not None and remaining <= 0):
                     return False
                 self._lock.wait(remaining if remaining is not None else 1.0)
@@ -123,7 +129,12 @@ class Spool:
                 self._set_full(False)  # hysteresis: no flapping while small appends still fit
             if self._sizes[self._active] and self._sizes[self._active] + len(data) > self.segment_bytes:
                 self._roll()
-            self._write(data)
+            try:
+                self._write(data)
+            except OSError:
+                if self._caught_up():  # a full disk: free what every sink has confirmed
+                    self._roll()
+                raise
             self._sizes[self._active] += len(data)
             self._dirty = True
             if self.fsync_interval <= 0:
@@ -139,17 +150,26 @@ class Spool:
             self._last_error = None
         except OSError as exc:
             self._last_error = "spool write failed: %s" % exc
+            # No torn record in the middle of the segment: cut back what part of it was written.
+            try:
+                os.ftruncate(self._file.fileno(), self._sizes[self._active])
+            except OSError:
+                pass
             raise
 
     def _has_room(self, size: int) -> bool:
         if self.used_bytes_locked() + size <= self.quota_bytes:
             return True
         # Everything written may already be delivered: start a new segment so the old one can go.
-        if self._sizes[self._active] and all(r._segment >= self._active and r._offset >= self._sizes[self._active]
-                                             for r in self._readers):
+        if self._caught_up():
             self._roll()
             return self.used_bytes_locked() + size <= self.quota_bytes
         return False
+
+    def _caught_up(self) -> bool:
+        """Every reader has confirmed the whole active segment (and it is not empty)."""
+        return bool(self._sizes[self._active]) and all(
+            r._segment >= self._active and r._offset >= self._sizes[self._active] for r in self._readers)
 
     def _set_full(self, full: bool) -> None:
         if full == self._full:
@@ -160,8 +180,8 @@ class Spool:
             if loud:
                 self._full_logged = time.monotonic()
             log.log(logging.WARNING if loud else logging.DEBUG,
-                    "spool quota reached: %d of %d bytes in %s; TCP and file input wait, UDP and webhook input "
-                    "is refused (nvsiem_dropped_frames_total) until a sink catches up",
+                    "spool quota reached: %d of %d bytes in %s; TCP and file input wait, UDP input waits in raw "
+                    "files, webhooks get 500, until a sink catches up",
                     self.used_bytes_locked(), self.quota_bytes, self.directory)
         else:
             log.log(logging.INFO if loud else logging.DEBUG, "spool has room again: %d of %d bytes",
@@ -175,10 +195,11 @@ class Spool:
             # Synced by the syncer, outside the lock (with fsync_interval=0 it is clean here).
             self._closed_unsynced.append(os.dup(self._file.fileno()))
             self._dirty = False
+        new = open(self._path(self._active + 1), "ab", buffering=0)  # first: a failure leaves all as it was
         self._file.close()
         self._active += 1
         self._sizes[self._active] = 0
-        self._file = open(self._path(self._active), "ab", buffering=0)
+        self._file = new
         self._delete_passed()
 
     def _fsync(self) -> None:
@@ -213,6 +234,10 @@ class Spool:
                     log.error(self._last_error)
                 finally:
                     os.close(fd)
+
+    @property
+    def stopping(self) -> bool:
+        return self._no_wait
 
     def stop_waiting(self) -> None:
         """Make appends waiting for room (and later ones) give up at once: the collector is stopping."""

@@ -252,3 +252,111 @@ def test_kill_9_with_udp_backlog_then_restart_delivers_every_datagram(tmp_path):
         assert proc.terminate() == 0
     finally:
         proc.stop()
+
+
+def test_sigterm_with_the_spool_full_loses_no_input_tcp_udp_or_file(tmp_path):
+    """At stop, a full spool refuses what waits for room: nothing of it may be lost.
+
+    A file and raw UDP can be read again: their positions stay, the next start
+    parses them. What TCP took from its socket cannot: it goes past the quota.
+    """
+    tcp, udp = free_port(), free_port(socket.SOCK_DGRAM)
+    log_file = tmp_path / "controller.log"
+    listen = ["tcp://127.0.0.1:%d" % tcp, "udp://127.0.0.1:%d" % udp, "file://%s" % log_file]
+    down = "fluentd://127.0.0.1:%d?connect_timeout=0.2" % free_port()
+    proc = CollectorProcess(tmp_path, listen, [down], "--spool-quota", "400K").start()
+    try:
+        log_file.write_bytes(b"".join(frames(1000, 1500)))  # 500 KB: more than the spool takes
+        with socket.create_connection(("127.0.0.1", tcp)) as s, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            s.sendall(b"".join(frames(0, 500)))
+            for n, frame in enumerate(frames(2000, 2500)):
+                u.sendto(frame, ("127.0.0.1", udp))
+                if n % 20 == 19:
+                    time.sleep(0.002)
+            wait_until(lambda: proc.metric("nvsiem_spool_full") == 1, what="the spool to fill up")
+            time.sleep(0.5)  # every source now waits for room
+            assert proc.terminate() == 0
+    finally:
+        proc.stop()
+    out = tmp_path / "out.jsonl"
+    proc = CollectorProcess(tmp_path, listen[1:], ["file://%s" % out], "--spool-quota", "100M").start()
+    try:
+        everything = set(range(500)) | set(range(1000, 1500)) | set(range(2000, 2500))
+        wait_until(lambda: set(delivered(str(out))) >= everything, 30, "every record after the restart")
+        assert set(delivered(str(out))) == everything
+        assert proc.terminate() == 0
+    finally:
+        proc.stop()
+
+
+def test_a_full_disk_holds_stream_input_back_and_the_sink_thread_survives_it(tmp_path, controlled, monkeypatch):
+    """ENOSPC: TCP input waits for the disk (nothing dropped), the cursor save is retried."""
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"], ["test://siem"])
+    controlled.append(c)
+    (sink,), (worker,) = ControlledSink.instances, c.workers
+    disk_full = threading.Event()
+    disk_full.set()
+    real_append, real_commit = c.spool.append, worker.reader.commit
+
+    def append(*args, **kwargs):
+        if disk_full.is_set():
+            raise OSError(28, "No space left on device")
+        return real_append(*args, **kwargs)
+
+    def commit():
+        if disk_full.is_set():
+            raise OSError(28, "No space left on device")
+        return real_commit()
+
+    monkeypatch.setattr(c.spool, "append", append)
+    monkeypatch.setattr(worker.reader, "commit", commit)
+    with socket.create_connection(("127.0.0.1", c.sources[0].port)) as conn:
+        conn.sendall(b"".join(frames(0, 300)))
+        time.sleep(1.5)  # the connection thread retries the write each second
+        assert parsed(c) == 0 and not sink.records
+        disk_full.clear()  # room again
+        wait_until(lambda: len(sink.seqs) >= 300, what="the held-back records")
+    assert set(sink.seqs) == set(range(300))
+    assert c.metrics.dropped._metrics == {}  # nothing refused
+    assert worker.is_alive()
+
+
+def test_a_cursor_that_cannot_be_saved_is_retried_not_the_end_of_the_sink(tmp_path, controlled, monkeypatch):
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"], ["test://siem"])
+    controlled.append(c)
+    (sink,), (worker,) = ControlledSink.instances, c.workers
+    failures = []
+    real_commit = worker.reader.commit
+
+    def commit():
+        if len(failures) < 2:
+            failures.append(1)
+            raise OSError(28, "No space left on device")
+        return real_commit()
+
+    monkeypatch.setattr(worker.reader, "commit", commit)
+    with socket.create_connection(("127.0.0.1", c.sources[0].port)) as conn:
+        conn.sendall(b"".join(frames(0, 50)))
+        wait_until(lambda: failures, what="a failed cursor save")
+        wait_until(lambda: worker.last_error and "saving the cursor" in worker.last_error, what="the error reported")
+        assert c.health()[1]["sinks"]["test://siem"]["up"] is False
+        conn.sendall(b"".join(frames(50, 100)))
+        wait_until(lambda: len(sink.seqs) >= 100, what="delivery to go on")
+    assert worker.is_alive() and set(sink.seqs) == set(range(100))
+    wait_until(lambda: worker.last_error is None, what="recovery")
+
+
+def test_records_spooled_before_a_refusal_are_counted_as_parsed(tmp_path, controlled, monkeypatch):
+    from nvparser import Parser
+    c = start_collector(tmp_path, [], ["test://siem"], spool_quota="64K")  # pieces of 2 KiB: ~2 records
+    controlled.append(c)
+    pieces = []
+    real_append = c.spool.append
+    monkeypatch.setattr(c.spool, "append", lambda lines, *a: (pieces.append(len(lines)), len(pieces) == 1
+                                                              and real_append(lines, *a))[1])
+    events = Parser().feed(b"".join(frames(0, 10)))  # 9 records: the parser holds the last line back
+    assert not c.accept(events, "test", timeout=0)
+    assert parsed(c) == pieces[0] and 0 < pieces[0] < 9
+    dropped = sum(s.get() for s in (m._value for m in c.metrics.dropped._metrics.values()))
+    assert parsed(c) + dropped == 9  # the held-back 10th frame is still in the parser

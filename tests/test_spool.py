@@ -238,3 +238,60 @@ def test_config_file_in_toml(tmp_path):
         assert "spool_qota" in str(exc)
     else:
         raise AssertionError("a misspelt setting must be an error")
+
+
+class FillingDisk:
+    """The active segment's file on a disk that fills up: ``room`` more bytes, then ENOSPC."""
+
+    def __init__(self, spool, room):
+        self.spool, self.room, self.real = spool, room, spool._file
+        spool._file = self
+
+    def write(self, data):
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+        n = self.real.write(bytes(data[:self.room]))
+        self.room -= n
+        return n
+
+    def free(self):
+        self.spool._file = self.real
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_full_disk_leaves_no_torn_record_and_the_spool_goes_on_once_there_is_room(tmp_path):
+    spool = Spool(str(tmp_path), segment_bytes=1 << 20, fsync_interval=0)
+    reader = spool.reader("a")
+    assert spool.append([rec(0), rec(1)])
+    disk = FillingDisk(spool, room=10)  # the next write gets 10 bytes on disk, then fails
+    try:
+        spool.append([rec(2), rec(3)])
+        raise AssertionError("a failed write must raise")
+    except OSError as exc:
+        assert exc.errno == 28
+    assert "No space left" in spool.error
+    disk.free()
+    assert spool.append([rec(4)])
+    assert [json.loads(x)["i"] for x in drain(reader)] == [0, 1, 4]  # no torn half of rec(2) glued to rec(4)
+    spool.close()
+
+
+def test_a_full_disk_frees_the_segments_every_sink_has_confirmed(tmp_path):
+    spool = Spool(str(tmp_path), segment_bytes=1 << 20, fsync_interval=0)
+    reader = spool.reader("a")
+    spool.append([rec(i) for i in range(50)])
+    drain(reader)  # all delivered, but the active segment is not full: nothing rolled yet
+    (first,) = [n for n in os.listdir(str(tmp_path)) if n.startswith("segment-")]
+    disk = FillingDisk(spool, room=0)
+    try:
+        spool.append([rec(50)])
+    except OSError:
+        pass
+    assert spool._file is not disk  # a fresh segment was started...
+    drain(reader)  # ...so the sink's next look moves past the old one,
+    assert first not in os.listdir(str(tmp_path))  # which is deleted: its space is free for the retry
+    assert spool.append([rec(50)])
+    assert [json.loads(x)["i"] for x in drain(reader)] == [50]
+    spool.close()

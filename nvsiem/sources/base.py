@@ -65,14 +65,16 @@ class Source:
             events[-1] = DeadLetter(cut.raw, "stream ended in the middle of this frame (no LF): truncated", cut.offset)
         return events
 
-    def spool(self, events) -> None:
-        """Spool events from a stream, waiting while the spool is full.
+    def spool(self, events, overflow: bool = False) -> bool:
+        """Spool events from a stream, waiting while the spool is full; False if refused (we are stopping).
 
         Not reading while the spool is full is the back-pressure: the
-        sender's writes block (TCP) or the file stays unread (tail).
+        sender's writes block (TCP) or the file stays unread (tail). Input
+        that can be read again (a file, raw UDP) is refused at stop and
+        read on the next start; ``overflow`` input (already taken from a
+        socket) is spooled past the quota instead.
         """
-        if events:
-            self.collector.accept(events, self.label, timeout=None)
+        return not events or self.collector.accept(events, self.label, timeout=None, overflow=overflow)
 
     def spawn(self, target, name: str, *args) -> threading.Thread:
         thread = threading.Thread(target=self._guard, args=(target, name) + args, name=name, daemon=True)

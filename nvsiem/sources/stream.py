@@ -9,7 +9,8 @@ control pushes back on the sender instead of anything being dropped.
 
 On SIGTERM the listener closes first; each connection keeps reading what
 the sender already sent until the stream has been quiet for 50 ms (1 s at
-most), spools it and closes. The TLS handshake runs in the connection's
+most), spools it (past the quota if the spool is full: it cannot be read
+again, and it is at most a second of input) and closes. The TLS handshake runs in the connection's
 thread with a 10 s limit, so a slow client cannot hold up the others.
 """
 import socket
@@ -79,7 +80,7 @@ class StreamSource(Source):
                     if stop_by is not None:
                         break
                     if held:
-                        self.spool(parser.flush())
+                        self.spool(parser.flush(), overflow=True)
                         held = False
                     continue
                 except OSError as exc:  # reset, TLS error
@@ -92,10 +93,10 @@ class StreamSource(Source):
                 # stay in the CPU cache from parsing to serialising (1 MiB
                 # worth made both about 1.5x slower).
                 for start in range(0, len(data), _SLICE):
-                    self.spool(parser.feed(data[start:start + _SLICE]))
+                    self.spool(parser.feed(data[start:start + _SLICE]), overflow=True)
                 held, ended_with_lf = True, data.endswith(b"\n")
         finally:
-            self.spool(self.finish(parser, ended_with_lf))
+            self.spool(self.finish(parser, ended_with_lf), overflow=True)
             conn.close()
             log.info("%s: connection from %s closed", self.label, peer)
 

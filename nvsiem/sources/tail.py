@@ -13,7 +13,8 @@ for ``idle_flush`` seconds, or on rotation and stop); a line still being
 written (no LF yet) is left for the next start to read whole. A restart resumes
 there, even if the file was rotated meanwhile (the old file is found in its
 directory by inode). After a crash, the lines read since the last quiet
-moment are read again: duplicates, never gaps.
+moment are read again: duplicates, never gaps. So are lines the spool
+refuses at stop (it is full): the position stays at the last quiet moment.
 """
 import hashlib
 import os
@@ -73,12 +74,15 @@ class TailSource(Source):
             return
         parser, held, quiet_since = self.parser(), False, time.monotonic()
         partial = 0  # bytes after the last LF read: a line still being written
+        refused = False  # by the spool at stop: keep the saved position, read it again next start
         try:
             while True:
                 data = f.read(_READ)
                 if data:
                     self.received(len(data))
-                    self.spool(parser.feed(data))
+                    if not self.spool(parser.feed(data)):
+                        refused = True
+                        break
                     pos += len(data)
                     nl = data.rfind(b"\n")
                     partial = partial + len(data) if nl < 0 else len(data) - nl - 1
@@ -87,7 +91,9 @@ class TailSource(Source):
                 if self._stopping.is_set():
                     break
                 if held and time.monotonic() - quiet_since >= self.config.idle_flush:
-                    self.spool(parser.flush())
+                    if not self.spool(parser.flush()):
+                        refused = True
+                        break
                     held = False
                     self._save(inode, pos - partial)
                 try:
@@ -98,7 +104,9 @@ class TailSource(Source):
                     data = f.read()  # what was written before the rename
                     self.received(len(data))
                     ended_with_lf = data.endswith(b"\n") if data else partial == 0
-                    self.spool(parser.feed(data) + self.finish(parser, ended_with_lf))
+                    if not self.spool(parser.feed(data) + self.finish(parser, ended_with_lf)):
+                        refused = True
+                        break
                     f.close()
                     f = open(self.path, "rb")
                     inode, pos, held, partial = os.fstat(f.fileno()).st_ino, 0, False, 0
@@ -106,7 +114,9 @@ class TailSource(Source):
                     self._save(inode, pos)
                     log.info("%s: following the new %s (rotated)", self.label, self.path)
                 elif st is not None and st.st_size < pos:
-                    self.spool(self.finish(parser, partial == 0))
+                    if not self.spool(self.finish(parser, partial == 0)):
+                        refused = True
+                        break
                     parser, held, partial = self.parser(), False, 0
                     f.seek(0)
                     pos = 0
@@ -116,6 +126,6 @@ class TailSource(Source):
                     self._stopping.wait(0.2)
         finally:
             # A line still being written is read again, whole, on the next start.
-            self.spool(parser.flush())
-            self._save(inode, pos - partial)
+            if not refused and self.spool(parser.flush()):
+                self._save(inode, pos - partial)
             f.close()

@@ -16,7 +16,8 @@ the GIL with the parser were both measured losing datagrams at 50,000/s.
 While the spool is full the raw files grow instead (up to the spool quota
 again; beyond it the receiver drops and counts: ``nvsiem_dropped_frames_total``
 with reason ``backlog_full``). After a crash, datagrams parsed since the last
-saved position (one batch) are parsed again.
+saved position (one batch) are parsed again; so is the batch the spool
+refuses at stop (it is full), and everything after it.
 """
 import errno
 import os
@@ -26,6 +27,7 @@ import struct
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from nvparser import DeadLetter
 
@@ -114,6 +116,8 @@ class UdpSource(Source):
             f.seek(offset)
             data = f.read(_READ)
             used = self._parse(parser, data) if data else 0
+            if used is None:  # refused at stop: the position stays, the next start parses it
+                break
             if used:
                 offset += used
                 self._save_position(number, offset)
@@ -137,8 +141,8 @@ class UdpSource(Source):
     def _caught_up(self, files, f) -> bool:
         return len(files) <= 1 and (f is None or not f.read(1))
 
-    def _parse(self, parser, data: bytes) -> int:
-        """Parse the complete raw records at the start of ``data``; return the bytes used."""
+    def _parse(self, parser, data: bytes) -> Optional[int]:
+        """Parse the complete raw records at the start of ``data``; the bytes used, None if the spool refused them."""
         pos, end, events, datagrams = 0, len(data), [], 0
         unpack, feed = _LENGTH.unpack_from, parser.feed_datagram
         while pos + 4 <= end:
@@ -151,7 +155,8 @@ class UdpSource(Source):
         if pos:
             self.received(pos - 4 * datagrams)
             # Waiting for room in the spool just lets the raw files grow.
-            self.collector.accept(events, self.label, timeout=None)
+            if not self.collector.accept(events, self.label, timeout=None):
+                return None
         return pos
 
     def _read_status(self) -> None:
