@@ -97,6 +97,79 @@ def test_udp_burst_each_datagram_once(tmp_path, collectors):
     assert delivered(out) == {i: 1 for i in range(5000)}
 
 
+def test_udp_receiver_that_dies_is_noticed_and_started_again(tmp_path, collectors):
+    c = start_collector(tmp_path, ["udp://127.0.0.1:0"])
+    collectors.append(c)
+    udp = c.sources[0]
+    first = udp.child.pid
+    os.kill(first, 9)
+    wait_until(lambda: udp.child.pid != first and udp.up, what="a new receiver")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for frame in frames(0, 100):
+        sock.sendto(frame, ("127.0.0.1", udp.port))
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: len(delivered(out)) >= 100, what="datagrams through the new receiver")
+    assert delivered(out) == {i: 1 for i in range(100)}
+
+
+def test_udp_receiver_on_a_full_disk_drops_and_counts_and_leaves_no_torn_record(tmp_path, capsys):
+    from nvsiem.sources.udp_receiver import Receiver, raw_files
+
+    class FullDisk:
+        def __init__(self, real):
+            self.real = real
+
+        def write(self, data):  # a few bytes fit, then the disk is full
+            if self.real.tell() < 6:
+                return self.real.write(bytes(data[:3]))
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    receiver = Receiver(None, str(tmp_path), 5514, 1 << 20, 1 << 30)
+    real = receiver.file
+    receiver.buf, receiver.buffered = bytearray(b"\x02\x00\x00\x00ab" * 3), 3
+    receiver.file = FullDisk(real)
+    receiver.flush()
+    assert receiver.dropped == 3 and not receiver.buf and "cannot write raw files" in capsys.readouterr().err
+    receiver.file = real  # room again
+    receiver.buf, receiver.buffered = bytearray(b"\x02\x00\x00\x00cd"), 1
+    receiver.flush()
+    (_, path), = raw_files(str(tmp_path), 5514)
+    assert open(path, "rb").read() == b"\x02\x00\x00\x00cd"  # the torn part of the failed write was cut
+
+
+def test_udp_receive_buffer_cap_is_reported(tmp_path, collectors, caplog):
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    wanted = rmem_max * 3 // 2  # more than the kernel grants, less than what it reports (2x)
+    collectors.append(start_collector(tmp_path, ["udp://127.0.0.1:0"], udp_rcvbuf=str(wanted)))
+    assert "SO_RCVBUF is %d bytes, not the %d asked" % (rmem_max, wanted) in caplog.text
+
+
+def test_two_udp_listeners_on_one_port_are_refused(tmp_path):
+    port = __import__("loopback").free_port(socket.SOCK_DGRAM)
+    with pytest.raises(ValueError, match="two UDP listeners on one port"):
+        start_collector(tmp_path, ["udp://127.0.0.1:%d" % port, "udp://127.0.0.2:%d" % port])
+
+
+def test_udp_drops_are_counted_while_the_spool_is_full(tmp_path, collectors):
+    # No sink confirms anything: the spool fills, then the raw backlog, then the receiver drops.
+    down = "fluentd://127.0.0.1:%d?connect_timeout=0.2" % __import__("loopback").free_port()
+    c = start_collector(tmp_path, ["udp://127.0.0.1:0"], [down], spool_quota="200K")
+    collectors.append(c)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for n, frame in enumerate(frames(0, 3000)):
+        sock.sendto(frame, ("127.0.0.1", c.sources[0].port))
+        if n % 100 == 99:
+            time.sleep(0.1)  # over 3 s: the receiver checks its backlog every 0.5 s
+
+    def dropped():
+        return sum(s.get() for s in (m._value for m in c.metrics.dropped._metrics.values()))
+    wait_until(lambda: dropped() > 0, 10, "the receiver's drops to be counted")
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A CA and a server certificate for 127.0.0.1, as files."""

@@ -45,8 +45,8 @@ class UdpSource(Source):
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         wanted = self.config.udp_rcvbuf
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
-        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        if got < wanted:  # Linux reports twice what it grants
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux reports twice what it grants
+        if got < wanted:
             log.warning("%s: SO_RCVBUF is %d bytes, not the %d asked: raise net.core.rmem_max "
                         "(sysctl -w net.core.rmem_max=%d) or bursts will be dropped by the kernel",
                         self.label, got, wanted, wanted)
@@ -61,23 +61,49 @@ class UdpSource(Source):
                 time.sleep(0.05)
         self.port = sock.getsockname()[1]
         self.key = port or self.port  # names the raw files: stable across restarts
+        for other in self.collector.sources:
+            if other is not self and isinstance(other, UdpSource) and getattr(other, "key", None) == self.key:
+                sock.close()
+                raise ValueError("%s and %s: two UDP listeners on one port; the spool names raw files by port, "
+                                 "use another port for one of them" % (other.label, self.label))
         self.directory = self.collector.spool.directory
         self._offset_path = os.path.join(self.directory, "udp-%d.offset" % self.key)
         self._status_path = os.path.join(self.directory, "udp-%d.status" % self.key)
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
-        self.child = subprocess.Popen(
-            [sys.executable, "-m", "nvsiem.sources.udp_receiver", "--fd", str(sock.fileno()),
-             "--dir", self.directory, "--port", str(self.key), "--parent", str(os.getpid()),
-             "--segment-bytes", str(self.config.spool_segment), "--max-backlog", str(self.config.spool_quota)],
-            pass_fds=[sock.fileno()], env=env, stdout=subprocess.PIPE)
-        sock.close()
+        self._sock = sock  # kept: a receiver that died is started again on it
+        self._start_receiver()
         _lower_own_priority()
-        if self.child.stdout.readline() != b"ready\n":  # receiving before start() returns
-            raise OSError("%s: the UDP receiver process did not start (exit status %s)" % (self.label, self.child.wait()))
         self._dropped_seen = 0
         self.up = True
         self.spawn(self._consume, "udp-%d" % self.port)
+        # Not in the consumer loop: that waits for room while the receiver drops most.
+        self.spawn(self._watch_status, "udp-%d-status" % self.port)
+
+    def _start_receiver(self) -> None:
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
+        fd = self._sock.fileno()
+        self.child = subprocess.Popen(
+            [sys.executable, "-m", "nvsiem.sources.udp_receiver", "--fd", str(fd),
+             "--dir", self.directory, "--port", str(self.key), "--parent", str(os.getpid()),
+             "--segment-bytes", str(self.config.spool_segment), "--max-backlog", str(self.config.spool_quota)],
+            pass_fds=[fd], env=env, stdout=subprocess.PIPE)
+        if self.child.stdout.readline() != b"ready\n":  # receiving before start() returns
+            raise OSError("%s: the UDP receiver process did not start (exit status %s)" % (self.label, self.child.wait()))
+
+    def _watch_status(self) -> None:
+        """Each second: count what the receiver dropped; start it again if it died."""
+        while not self._stopping.wait(1.0):
+            self._read_status()
+            status = self.child.poll()
+            if status is not None and not self._stopping.is_set():
+                self.up = False
+                log.error("%s: the UDP receiver process died (exit status %s); starting it again", self.label, status)
+                try:
+                    self._start_receiver()
+                except OSError as exc:
+                    log.error("%s: %s", self.label, exc)
+                    continue
+                self.up = True
 
     def _load_position(self):
         state = load_state(self._offset_path, {"file": 0, "offset": 0})
@@ -89,7 +115,7 @@ class UdpSource(Source):
     def _consume(self) -> None:
         parser = self.parser()
         number, offset = self._load_position()
-        f, f_number, next_status, stop_by = None, None, 0.0, None
+        f, f_number, stop_by = None, None, None
         while True:
             if stop_by is None and self._stopping.is_set():
                 stop_by = time.monotonic() + self.config.drain_timeout
@@ -99,9 +125,6 @@ class UdpSource(Source):
                     os.unlink(path)  # parsed before a restart
             files = [(n, p) for n, p in files if n >= number]
             now = time.monotonic()
-            if now >= next_status:
-                self._read_status()
-                next_status = now + 1.0
             if stop_by is not None and (now > stop_by or (self.child.poll() is not None and self._caught_up(files, f))):
                 break
             if not files:
@@ -136,7 +159,6 @@ class UdpSource(Source):
             self._stopping.wait(0.005)
         if f:
             f.close()
-        self._read_status()
 
     def _caught_up(self, files, f) -> bool:
         return len(files) <= 1 and (f is None or not f.read(1))
@@ -175,6 +197,8 @@ class UdpSource(Source):
             self.child.send_signal(signal.SIGTERM)
         self.child.wait(30)
         super().stop()
+        self._sock.close()
+        self._read_status()  # the receiver's last counts, written as it exited
 
 
 def _lower_own_priority() -> None:

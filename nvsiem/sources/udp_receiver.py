@@ -15,7 +15,9 @@ datagram this process took; when the collector dies (its pid is no longer
 our parent) or sends SIGTERM, this process drains the socket, writes and
 exits. When the raw files hold more than ``--max-backlog`` bytes (the
 parser is far behind), datagrams are dropped and counted in the status file
-``udp-<port>.status`` rather than filling the disk.
+``udp-<port>.status`` rather than filling the disk. A write that fails (the
+disk is full) is cut back, and the datagrams it held are dropped and
+counted the same way: memory stays bounded and the receiver goes on.
 """
 import argparse
 import json
@@ -30,6 +32,10 @@ from ..spool import save_state
 
 _FLUSH_BYTES = 256 << 10
 _FLUSH_SECONDS = 0.01
+
+
+def _log(level: str, message: str) -> None:
+    print(json.dumps({"level": level, "logger": "nvsiem.udp", "msg": message}), file=sys.stderr, flush=True)
 
 
 def raw_name(port: int, number: int) -> str:
@@ -54,8 +60,10 @@ class Receiver:
         self.file = self._open()
         self.size = 0
         self.buf = bytearray()
+        self.buffered = 0  # datagrams in buf
         self.received = self.dropped = 0
         self.dropping = False
+        self.write_error = None
         self.stopping = False
         self.status_path = os.path.join(directory, "udp-%d.status" % port)
 
@@ -65,15 +73,31 @@ class Receiver:
     def flush(self) -> None:
         if not self.buf:
             return
-        if self.size and self.size + len(self.buf) > self.segment_bytes:
-            self.file.close()
-            self.number += 1
-            self.file, self.size = self._open(), 0
-        view = memoryview(self.buf)
-        while view:
-            view = view[self.file.write(view):]
-        self.size += len(self.buf)
+        try:
+            if self.size and self.size + len(self.buf) > self.segment_bytes:
+                new = self._open()
+                self.file.close()
+                self.number += 1
+                self.file, self.size = new, 0
+            view = memoryview(self.buf)
+            while view:
+                view = view[self.file.write(view):]
+            self.size += len(self.buf)
+            if self.write_error:
+                self.write_error = None
+                _log("info", "udp port %d: writing raw files again" % self.port)
+        except OSError as exc:
+            try:
+                os.ftruncate(self.file.fileno(), self.size)  # no torn record for the parser
+            except OSError:
+                pass
+            self.dropped += self.buffered
+            if str(exc) != self.write_error:
+                self.write_error = str(exc)
+                _log("error", "udp port %d: cannot write raw files (%s): dropping datagrams, counted" % (
+                    self.port, exc))
         self.buf = bytearray()
+        self.buffered = 0
 
     def check(self) -> None:
         """Every half second: is the backlog over its bound? Write the status file."""
@@ -81,12 +105,13 @@ class Receiver:
         dropping = backlog > self.max_backlog
         if dropping != self.dropping:
             self.dropping = dropping
-            print(json.dumps({"level": "error" if dropping else "info", "logger": "nvsiem.udp",
-                              "msg": "udp port %d: %s (%d raw bytes not parsed yet)" % (
-                                  self.port, "parser far behind, dropping datagrams" if dropping
-                                  else "backlog back under its bound, receiving again", backlog)}),
-                  file=sys.stderr, flush=True)
-        save_state(self.status_path, {"received": self.received, "dropped": self.dropped})
+            _log("error" if dropping else "info", "udp port %d: %s (%d raw bytes not parsed yet)" % (
+                self.port, "parser far behind, dropping datagrams" if dropping
+                else "backlog back under its bound, receiving again", backlog))
+        try:
+            save_state(self.status_path, {"received": self.received, "dropped": self.dropped})
+        except OSError:
+            pass  # a full disk: the counts are written at the next check with room
 
     def run(self, parent: int) -> None:
         recv, pack = self.sock.recv, struct.Struct("<I").pack
@@ -105,6 +130,7 @@ class Receiver:
                 else:
                     self.buf += pack(len(datagram))
                     self.buf += datagram
+                    self.buffered += 1
                 n += 1
                 if len(self.buf) < _FLUSH_BYTES and n & 63:
                     continue
@@ -131,6 +157,7 @@ class Receiver:
             self.received += 1
             self.buf += pack(len(datagram))
             self.buf += datagram
+            self.buffered += 1
         self.flush()
         self.file.close()
         self.check()
