@@ -27,6 +27,7 @@ UDP datagrams wait in the receiver's raw files) or gives up after
 ``timeout`` and returns False (the webhook answers 500 so NeuVector
 retries): never silently, see ``on_full``.
 """
+import fcntl
 import logging
 import os
 import re
@@ -55,6 +56,26 @@ def join_lines(lines: Sequence[bytes]) -> bytes:
 
 def _segment_name(number: int) -> str:
     return "segment-%016d.jsonl" % number
+
+
+def _lock_directory(directory: str):
+    """Hold ``directory/lock`` for as long as the returned file is open: one collector per spool.
+
+    A second one would delete segments the first still writes.
+    """
+    f = open(os.path.join(directory, "lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise OSError("spool %s is in use by another nvsiem listen (pid %s): give each its own --spool"
+                      % (directory, holder)) from None
+    f.truncate(0)
+    f.write("%d\n" % os.getpid())
+    f.flush()
+    return f
 
 
 class Spool:
@@ -88,6 +109,7 @@ class Spool:
         self._syncing = threading.Lock()
         self._last_error: Optional[str] = None
         os.makedirs(directory, exist_ok=True)
+        self._owner = _lock_directory(directory)
         self._sizes = self._recover()  # segment number -> bytes, ascending
         self._active = (max(self._sizes) + 1) if self._sizes else 1
         self._sizes[self._active] = 0
@@ -261,6 +283,7 @@ class Spool:
         if self._syncer:
             self._syncer.join()
         self._sync_pending()  # segments closed since the syncer's last tick
+        self._owner.close()  # releases the directory's lock
 
     # -- state -------------------------------------------------------------
 

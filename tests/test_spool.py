@@ -46,11 +46,23 @@ def test_restart_resumes_at_the_cursor(tmp_path):
     unconfirmed = reader.read(3, timeout=0)  # read but never committed: a crash before the sink confirmed
     assert len(first) == 4 and len(unconfirmed) == 3
     spool.append([rec(i) for i in range(10, 15)])
-    # No close(): the process dies here.
+    # No close(): the process dies here, and the kernel releases its lock on the directory.
+    spool._owner.close()
     again = Spool(str(tmp_path), fsync_interval=0)
     reader = again.reader("a")
     assert [json.loads(x)["i"] for x in drain(reader)] == list(range(4, 15))
     again.close()
+
+
+def test_one_spool_directory_one_collector(tmp_path):
+    spool = Spool(str(tmp_path), fsync_interval=0)
+    try:
+        Spool(str(tmp_path), fsync_interval=0)
+        raise AssertionError("a second spool on the same directory must be refused")
+    except OSError as exc:
+        assert "in use by another nvsiem listen (pid %d)" % os.getpid() in str(exc)
+    spool.close()
+    Spool(str(tmp_path), fsync_interval=0).close()  # free again once the first is closed
 
 
 def test_lagging_reader_keeps_segments_and_sees_everything(tmp_path):
