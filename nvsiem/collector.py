@@ -161,8 +161,24 @@ class Collector:
     # -- lifecycle ---------------------------------------------------------
 
     def open_sinks(self, urls: Iterable[str]) -> None:
-        wanted = {}
+        """A worker per ``--to`` URL, each reading the spool through its own cursor (``sink_id``).
+
+        Two URLs naming one cursor (the same URL twice, or URLs differing only
+        in a secret) are a ValueError, raised before any sink or reader is
+        made: the second reader of a cursor would never move, and the spool
+        would keep every segment from then on.
+        """
+        from .sinks.base import redact_url
+
+        given = {}
         for url in urls:
+            name = sink_id(url)
+            if name in given:
+                raise ValueError("sink given twice: --to %s and --to %s (URLs that differ only in secrets are one "
+                                 "sink)" % (redact_url(given[name]), redact_url(url)))
+            given[name] = url
+        wanted = {}
+        for url in given.values():
             _, types = split_collector_options(url)
             sink = open_sink(url)
             name = sink_id(url)
@@ -206,6 +222,12 @@ class Collector:
         if left:
             log.warning("stopped with undelivered records kept in the spool (delivered on next start): %s", left)
         for worker in self.workers:
+            if worker.is_alive():
+                # Still inside send(): closing the sink would wait for it (an ack timeout
+                # can be longer than the drain). Its batch is not confirmed: it stays spooled.
+                log.warning("sink %s was still sending at the drain deadline; its batch is sent again "
+                            "on the next start", worker.label)
+                continue
             worker.close()
         self._dead.close()
         self.spool.close()

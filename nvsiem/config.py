@@ -10,10 +10,13 @@ environment variable separated by spaces or commas outside query strings
 """
 import argparse
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, fields
-from typing import List, Optional
+from typing import List, Optional, Tuple
+
+from .logs import FORMATS, LEVELS
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
 
@@ -53,6 +56,10 @@ class Setting:
     default: object
     help: str
     kind: str = "str"  # str, list, size, float, int, bool
+    #: Numbers: whether 0 is allowed (negative values never are; 0 seconds or bytes mostly makes no sense).
+    zero: bool = False
+    #: Words: the values allowed (case-insensitive, kept in lower case).
+    choices: Tuple[str, ...] = ()
 
 
 SETTINGS = (
@@ -64,16 +71,17 @@ SETTINGS = (
     Setting("spool_quota", "1G", "most bytes the spool may hold; when reached, TCP and file input wait, UDP waits in "
             "raw files (up to the same size again, then drops, counted) and webhooks get 500", "size"),
     Setting("spool_segment", "16M", "spool segment file size", "size"),
-    Setting("fsync_interval", 1.0, "seconds between spool fsyncs (0: fsync every batch)", "float"),
+    Setting("fsync_interval", 1.0, "seconds between spool fsyncs (0: fsync every batch)", "float", zero=True),
     Setting("metrics", "tcp://0.0.0.0:9090", "address for /metrics and /healthz (\"off\" disables)"),
     Setting("idle_flush", 0.5, "seconds of silence after which a stream's last held line is parsed", "float"),
-    Setting("drain_timeout", 10.0, "seconds SIGTERM waits for sinks to deliver the backlog (the rest stays spooled)", "float"),
+    Setting("drain_timeout", 10.0, "seconds SIGTERM waits for sinks to deliver the backlog (the rest stays spooled)", "float",
+            zero=True),
     Setting("retry_max", 30.0, "longest wait between retries of a failing sink, seconds", "float"),
     Setting("udp_rcvbuf", "8M", "SO_RCVBUF asked for UDP sockets (the kernel caps it at net.core.rmem_max)", "size"),
     Setting("max_frame", "64K", "longest frame accepted; longer ones are dead-lettered", "size"),
     Setting("webhook_max_body", "16M", "largest webhook request body", "size"),
-    Setting("log_format", "json", "json or text"),
-    Setting("log_level", "info", "debug, info, warning or error"),
+    Setting("log_format", "json", "json or text", choices=FORMATS),
+    Setting("log_level", "info", "debug, info, warning or error", choices=LEVELS),
 )
 
 _CONVERT = {
@@ -150,7 +158,23 @@ def resolve(args: Optional[argparse.Namespace] = None, environ=None) -> Config:
         if value is None:
             value = from_file.get(s.name, s.default)
         try:
-            values[s.name] = _CONVERT[s.kind](value)
+            values[s.name] = check(s, _CONVERT[s.kind](value))
         except (TypeError, ValueError) as exc:
             raise ValueError("setting %s: %s" % (s.name, exc)) from None
     return Config(**values)
+
+
+def check(s: Setting, value):
+    """``value`` if it is one ``s`` allows (see ``Setting.zero`` and ``Setting.choices``), else ValueError."""
+    if s.choices:
+        word = str(value).strip().lower()
+        if word not in s.choices:
+            raise ValueError("%r is not one of %s" % (value, ", ".join(s.choices)))
+        return word
+    if s.kind in ("float", "int", "size"):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("%r is not a number" % value)
+        if value < 0 or (value == 0 and not s.zero):
+            raise ValueError("must be %s, not %s" % ("0 or more" if s.zero else "more than 0",
+                                                     "%g" % value if isinstance(value, float) else value))
+    return value

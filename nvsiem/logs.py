@@ -8,6 +8,10 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+#: The values of ``--log-format`` and ``--log-level``.
+FORMATS = ("json", "text")
+LEVELS = ("debug", "info", "warning", "error")
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
@@ -26,6 +30,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "json", level: str = "info") -> None:
+    """Log to stderr; ValueError for a format or level not in ``FORMATS`` / ``LEVELS``."""
+    if fmt not in FORMATS:
+        raise ValueError("log format %r is not one of %s" % (fmt, ", ".join(FORMATS)))
+    if level.lower() not in LEVELS:
+        raise ValueError("log level %r is not one of %s" % (level, ", ".join(LEVELS)))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))

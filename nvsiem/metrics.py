@@ -87,7 +87,12 @@ def serve(address: Tuple[str, int], metrics: Metrics, health: Callable[[], Tuple
         def log_message(self, fmt, *args):  # scrapes every few seconds are not news
             log.debug("%s %s", self.address_string(), fmt % args)
 
-    server = ThreadingHTTPServer(address, Handler)
+    try:
+        server = ThreadingHTTPServer(address, Handler)
+    except OSError as exc:  # "[Errno 98] Address already in use" alone does not say which address
+        host, port = address[:2]
+        raise OSError("metrics on %s:%d: %s" % ("[%s]" % host if ":" in host else host, port,
+                                                 exc.strerror or exc)) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

@@ -1,8 +1,11 @@
 """End to end: NeuVector syslog over TCP -> ``nvsiem listen`` (a real subprocess) -> fluentd:// -> Forward peer."""
 import collections
+import socket
+import threading
+import time
 
 from forward_server import EventTime, ForwardServer
-from listen_harness import CollectorProcess, frames, sample, send_tcp, seq_of
+from listen_harness import CollectorProcess, frames, sample, send_tcp, seq_of, start_collector
 from loopback import free_port, wait_until
 from nvsamples import _typed, expected_records
 
@@ -33,3 +36,20 @@ def test_listen_delivers_typed_tagged_records_to_fluentd_across_a_fluentd_restar
             assert proc.terminate() == 0
         finally:
             proc.stop()
+
+
+def test_stop_is_not_held_up_by_a_sink_waiting_for_an_ack(tmp_path):
+    """The drain deadline bounds the stop, even when an ack timeout is longer."""
+    with ForwardServer() as fluentd:
+        fluentd.behaviour = "stall"  # reads nothing, acks nothing
+        c = start_collector(tmp_path, ["tcp://127.0.0.1:0"],
+                            ["fluentd://127.0.0.1:%d?ack_timeout=60" % fluentd.port], drain_timeout=1)
+        with socket.create_connection(("127.0.0.1", c.sources[0].port)) as conn:
+            conn.sendall(b"".join(frames(0, 10)))
+        wait_until(lambda: c.workers[0].reader.backlog_bytes, what="records spooled")
+        time.sleep(0.5)  # the sink is inside send(), waiting for the ack
+        stopper = threading.Thread(target=c.stop)
+        stopper.start()
+        stopper.join(20)  # drain 1 s + 5 s of grace; not the 60 s ack timeout
+        assert not stopper.is_alive()
+        fluentd.behaviour = "ok"

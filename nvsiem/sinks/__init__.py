@@ -14,6 +14,8 @@ import os
 from typing import Dict, FrozenSet, Optional, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from nvparser.schema import FIELDS
+
 from .base import SECRET_WORDS, Sink, SinkError, redact_url
 
 __all__ = ["SINKS", "Sink", "SinkError", "open_sink", "sink_class", "sink_id", "split_collector_options"]
@@ -38,12 +40,21 @@ def sink_class(scheme: str) -> type:
 
 
 def split_collector_options(url: str) -> Tuple[str, Optional[FrozenSet[str]]]:
-    """(the URL without the collector's own options, the notification types or None for all)."""
+    """(the URL without the collector's own options, the notification types or None for all).
+
+    A name in ``types`` that is not one of NeuVector's notification types
+    (``FIELDS``: violation, threat, incident, event, activity, audit) is a
+    ValueError: a misspelt type would otherwise send that sink nothing.
+    """
     parts = urlsplit(url)
     query, types = [], None
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "types":
             types = frozenset(t.strip() for t in value.split(",") if t.strip())
+            unknown = types - set(FIELDS)
+            if unknown:
+                raise ValueError("%s: unknown notification type(s) %s in ?types= (known: %s)" % (
+                    redact_url(url), ", ".join(sorted(unknown)), ", ".join(FIELDS)))
         else:
             query.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(query, safe="/,:"))), types

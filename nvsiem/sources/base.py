@@ -106,7 +106,19 @@ def server_tls_context(source: Source) -> ssl.SSLContext:
         raise ValueError("%s needs ?cert=FILE (PEM, chain included) and ?key=FILE" % source.label)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key or None)
+    # ssl names neither file in its errors ("[Errno 2] No such file or directory"): say which one.
+    for option, path in (("cert", cert), ("key", key)):
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError("%s: cannot read %s=%s: %s" % (source.label, option, path, exc.strerror)) from None
+    try:
+        context.load_cert_chain(cert, key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError("%s: cannot load cert=%s%s: %s" % (
+            source.label, cert, " key=%s" % key if key else "", exc)) from None
     # No TLS 1.3 session tickets: a sender that writes and closes without
     # reading them would make its kernel reset the connection, and the reset
     # discards records we have not read yet. Syslog senders do not resume sessions.

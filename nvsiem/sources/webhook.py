@@ -1,20 +1,24 @@
 """``webhook://HOST:PORT`` (HTTP) and ``webhooks://HOST:PORT?cert=&key=`` (HTTPS).
 
 NeuVector POSTs one event per request (JSON or key-value body, §7 of the
-wire-format notes) and counts only a 200 as delivered; it retries a 500 up
-to three times and gives up on anything else. So:
+wire-format notes) with a 5 s client timeout, and counts only a 200 as
+delivered; it retries a 500 up to three times and gives up on anything
+else, a timeout included. So:
 
 * 200 once the record is in the spool, or once an undecodable body is in
   the dead-letter file (retrying would not make it decodable);
-* 500 when the spool cannot take it (quota reached for 5 s, write error),
-  so NeuVector retries;
-* 413 for a body over ``webhook_max_body``, 405 for anything but POST.
+* 500 when the spool cannot take it (quota reached for ``spool_wait``,
+  1 s; write error), so NeuVector retries;
+* 413 for a body over ``webhook_max_body``, 411 without a Content-Length,
+  400 for a negative one, 405 for anything but POST.
 
 ``webhook://…?cert=&key=`` is the same as ``webhooks://``. Any path is
 accepted, so the URL configured in NeuVector can carry a name
 (``http://collector:8080/neuvector``).
 """
 import socket
+import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -26,7 +30,11 @@ from .base import Source, log, server_tls_context
 class WebhookSource(Source):
     options = ("cert", "key")
     #: Seconds a request waits for room in a full spool before the 500.
-    spool_wait = 5.0
+    #: NeuVector's client times out after 5 s and does not retry a request
+    #: that timed out (only an HTTP error status), so the 500 must reach it
+    #: well within those 5 s, the time to read the body and write the
+    #: spool included; a late answer loses the event.
+    spool_wait = 1.0
 
     def __init__(self, url: str, collector) -> None:
         super().__init__(url, collector)
@@ -46,6 +54,9 @@ class WebhookSource(Source):
                 except ValueError:
                     self.close_connection = True  # a body we did not read must not be taken for a request
                     return self._reply(411, b"Content-Length required\n")
+                if length < 0:  # rfile.read(-1) would read until the client closes
+                    self.close_connection = True
+                    return self._reply(400, b"negative Content-Length\n")
                 if length > source.config.webhook_max_body:
                     self.close_connection = True
                     return self._reply(413, b"body too large\n")
@@ -89,6 +100,17 @@ class WebhookSource(Source):
                     # Handshake in the request thread (do_handshake_on_connect=False): a slow client blocks no one.
                     conn = source.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 return conn, addr
+
+            def handle_error(server, request, client_address):
+                # socketserver prints a traceback to stderr; a client that left
+                # before its reply (a timed-out sender, a scanner) is not news.
+                exc = sys.exc_info()[1]
+                if isinstance(exc, (ConnectionError, socket.timeout)):
+                    log.debug("%s: %s went away: %s", source.label, client_address[0], exc)
+                elif isinstance(exc, ssl.SSLError):  # as for tls:// sources: the reason, no traceback
+                    log.warning("%s: TLS with %s failed: %s", source.label, client_address[0], exc)
+                else:
+                    log.error("%s: request from %s failed", source.label, client_address[0], exc_info=True)
 
         self.server = Server(self.address(), Handler)
         self.port = self.server.server_address[1]
