@@ -65,7 +65,8 @@ class Collector:
         self.metrics = metrics or Metrics()
         self.spool = Spool(config.spool, quota_bytes=config.spool_quota, segment_bytes=config.spool_segment,
                            fsync_interval=config.fsync_interval)
-        self._dead = RotatingFile(self.spool.directory + "/" + DEAD_LETTERS, max_bytes=config.spool_segment * 4)
+        # The spool's segment size: lowered for a small quota, so dead letters stay small with it.
+        self._dead = RotatingFile(self.spool.directory + "/" + DEAD_LETTERS, max_bytes=self.spool.segment_bytes * 4)
         self._dead_lock = threading.Lock()
         self._drop_logged = {}
         self.workers: List[SinkWorker] = []

@@ -360,3 +360,12 @@ def test_records_spooled_before_a_refusal_are_counted_as_parsed(tmp_path, contro
     assert parsed(c) == pieces[0] and 0 < pieces[0] < 9
     dropped = sum(s.get() for s in (m._value for m in c.metrics.dropped._metrics.values()))
     assert parsed(c) + dropped == 9  # the held-back 10th frame is still in the parser
+
+
+def test_dead_letters_rotate_with_the_segment_size_a_small_quota_gives(tmp_path):
+    c = start_collector(tmp_path, [], ["file://%s" % (tmp_path / "out.jsonl")], spool_quota="64K")
+    try:
+        assert c.spool.segment_bytes == 32 << 10  # lowered from 16M: two segments fit the quota
+        assert c._dead.max_bytes == 4 * c.spool.segment_bytes
+    finally:
+        c.stop()
