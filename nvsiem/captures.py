@@ -13,8 +13,11 @@ whether that was TCP or UDP, so the transport is given or detected:
   starts inside a record, or offsets restarting at 0 (a new connection),
   mean a stream: ``tcp``. Reads that each hold one whole record but end
   without LF mean datagrams: ``udp`` (NeuVector ends
-  every frame with LF; a relay or nc's truncation did not). If every read
-  held whole LF-terminated frames both read the same, and ``tcp`` is used.
+  every frame with LF; a relay or nc's truncation did not). So does a
+  syslog header right after a byte that is not LF, at a multiple of 16
+  bytes into a read: datagrams the dump ran together (one nc cut at 8192
+  bytes, say). If every read held whole LF-terminated frames both read the
+  same, and ``tcp`` is used.
 
 Lines nc *sent* (``>``) are not syslog and are only counted. Lines of the
 dump that are not nc's, or that leave a hole, become dead letters (the line
@@ -40,12 +43,15 @@ class Unit(NamedTuple):
 
     ``data``: the bytes to re-send, one datagram (udp) or the next bytes of
     the stream (tcp), empty when only events came out; ``events``: parser
-    events and dead letters; ``new_stream``: a new TCP connection starts here.
+    events and dead letters; ``new_stream``: a new TCP connection starts here;
+    ``offset``: where ``data`` starts in its connection's byte stream (the
+    events' offsets count the same way).
     """
 
     data: bytes
     events: List
     new_stream: bool = False
+    offset: int = 0
 
 
 class CaptureReader:
@@ -97,25 +103,27 @@ class CaptureReader:
 
     def _stream(self, items) -> Iterator[Unit]:
         parser, started, ended_with_lf = Parser(max_frame=self.max_frame), False, True
+        base = 0  # stream offset where the current parser's bytes start (after a hole: past it)
         after_hole = headless = False  # headless: the next frame begins inside a hole
         for item in items:
             if isinstance(item, DeadLetter):
-                yield Unit(b"", _close(parser, ended_with_lf, _CUT_BY_HOLE) + [item])
+                yield Unit(b"", _shifted(_close(parser, ended_with_lf, _CUT_BY_HOLE), base) + [item])
                 parser, ended_with_lf, after_hole = Parser(max_frame=self.max_frame), True, True
                 continue
             new_stream = started and item.offset == 0
             if new_stream:
-                yield Unit(b"", _close(parser, ended_with_lf, "frame cut short: its connection ended before its LF"))
-                parser, headless = Parser(max_frame=self.max_frame), False
+                yield Unit(b"", _shifted(_close(parser, ended_with_lf,
+                                                "frame cut short: its connection ended before its LF"), base))
+                parser, headless, base = Parser(max_frame=self.max_frame), False, 0
             if after_hole:
-                after_hole, headless = False, not is_record_start(item.data)
+                after_hole, headless, base = False, not is_record_start(item.data), item.offset
             started, ended_with_lf = True, item.data.endswith(b"\n")
-            events = parser.feed(item.data)
+            events = _shifted(parser.feed(item.data), base)
             if headless and events:
                 events[:1] = _cut(events[:1], _BEGINS_IN_HOLE)
                 headless = False
-            yield Unit(item.data, events, new_stream)
-        yield Unit(b"", _close(parser, ended_with_lf, "frame cut short: the capture ends before its LF"))
+            yield Unit(item.data, events, new_stream, item.offset)
+        yield Unit(b"", _shifted(_close(parser, ended_with_lf, "frame cut short: the capture ends before its LF"), base))
 
     def _datagrams(self, items) -> Iterator[Unit]:
         parser = Parser(max_frame=self.max_frame)
@@ -154,6 +162,13 @@ def _datagram(parser: Parser, datagram: bytes) -> List:
     return events
 
 
+def _shifted(events: List, base: int) -> List:
+    """Events of a parser that started ``base`` bytes into the stream, with stream offsets."""
+    if base:
+        return [e._replace(offset=e.offset + base) for e in events]
+    return events
+
+
 def _close(parser: Parser, ended_with_lf: bool, reason: str) -> List:
     """End a stream; if its last bytes were not a whole frame, that frame is cut."""
     events = parser.close()
@@ -169,7 +184,25 @@ def _detect(reads: List[HexChunk]):
         return "tcp", "detected: the offsets restart at 0, a new connection"
     if any(not r.data.endswith(b"\n") for r in reads[:-1]):
         return "udp", "detected: reads hold one record each, not all ending with LF"
+    if any(_runs_datagrams_together(r.data) for r in reads):
+        return "udp", ("detected: a syslog header follows a frame without its LF where nc's dump hides "
+                       "datagram boundaries (a multiple of 16 bytes into a read)")
     return "tcp", "detected: every read held whole LF-terminated frames, which TCP and UDP read alike"
+
+
+def _runs_datagrams_together(data: bytes) -> bool:
+    """A ``<PRI>`` record start right after a byte that is not LF, at a multiple of 16 bytes into ``data``.
+
+    NeuVector ends every frame with LF, so in a stream a header always
+    follows an LF; nc's dump shows no boundary after a datagram whose size
+    is a multiple of 16 (one nc cut at 8192 bytes, say).
+    """
+    position = data.find(b"<", 16)
+    while position > 0:
+        if position % 16 == 0 and data[position - 1] != 0x0A and is_record_start(data[position:position + 64]):
+            return True
+        position = data.find(b"<", position + 1)
+    return False
 
 
 def _cut(events: List, reason: str) -> List:

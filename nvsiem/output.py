@@ -5,9 +5,11 @@ Records are JSON lines. A dead letter is a JSON line with the exact bytes
 ``source`` and the byte ``offset`` in it, so it can be inspected, fixed and
 replayed.
 """
+import argparse
 import base64
 import collections
 import os
+import sys
 from typing import IO, Optional
 
 from nvparser import DeadLetter, Record, json_dumps
@@ -78,12 +80,31 @@ class EventWriter:
             # Skipped frames are only counted: blank lines, controller log lines.
 
 
+def max_frame_option(text: str) -> int:
+    """``--max-frame``: a whole number of bytes above 0 (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of bytes above 0")
+    return value
+
+
+def open_outputs(out: Optional[str], dead_letter: Optional[str]):
+    """(records, dead letters) streams for ``--out`` / ``--dead-letter``; OSError names the file."""
+    return open_output(out, sys.stdout.buffer), open_output(dead_letter, sys.stderr.buffer)
+
+
 def open_output(path: Optional[str], default: IO[bytes]) -> IO[bytes]:
     """``None`` or ``-`` means the default stream; parent folders are created."""
     if path is None or path == "-":
         return default
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    return open(path, "wb", buffering=1 << 20)
+    try:
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        return open(path, "wb", buffering=1 << 20)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None  # the file asked for, not its folder
 

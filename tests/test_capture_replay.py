@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,10 @@ def test_udp_datagrams_merged_in_the_dump_still_give_one_record_each(tmp_path):
 
 
 @needs_nc
-def test_a_datagram_nc_truncated_at_8192_bytes_is_a_dead_letter(tmp_path):
+@pytest.mark.parametrize("transport", ["udp", "auto"])
+def test_a_datagram_nc_truncated_at_8192_bytes_is_a_dead_letter(tmp_path, transport):
+    # 8192 is a multiple of 16: the dump shows no boundary before the next
+    # datagram, which then looks like the cut one's continuation in a stream.
     (long_sample,) = [s for s in SAMPLES if s not in short_samples()]
     before, after = short_samples()[:2]
     dump = tmp_path / "udp-long.hex"
@@ -89,7 +93,7 @@ def test_a_datagram_nc_truncated_at_8192_bytes_is_a_dead_letter(tmp_path):
     nc.send(syslog_frames([long_sample])[0], logged=NC_READ)
     nc.send(syslog_frames([after])[0])
     nc.stop()
-    status, records, letters = replay(tmp_path, dump, "--transport", "udp")
+    status, records, letters = replay(tmp_path, dump, "--transport", transport)
     assert status == 1
     assert_same_records(records, expected([before, after]))
     (letter,) = letters
@@ -192,6 +196,45 @@ def test_replay_send_tcp_delivers_the_original_bytes_per_connection(tmp_path):
     assert_same_records(records, expected(SAMPLES))
 
 
+def test_replay_of_a_tcp_capture_sends_udp_one_frame_a_datagram(tmp_path):
+    stream = b"".join(FRAMES)
+    dump = tmp_path / "tcp.hex"
+    dump.write_text("".join(format_hexdump("<", i, stream[i:i + 5000]) for i in range(0, len(stream), 5000)))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(WAIT)
+        status, records, _ = replay(tmp_path, dump, "--transport", "tcp",
+                                    "--send", "udp://127.0.0.1:%d" % receiver.getsockname()[1])
+        got = [receiver.recv(65536) for _ in FRAMES]
+    assert status == 0
+    assert got == FRAMES  # continuation lines stay with their frame
+
+
+def test_replay_rate_paces_frames_of_a_tcp_capture(tmp_path):
+    frames = FRAMES[:6]
+    dump = tmp_path / "tcp.hex"
+    dump.write_text(format_hexdump("<", 0, b"".join(frames)))  # one read holding all six
+    server = socket.create_server(("127.0.0.1", 0))
+    arrivals = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(WAIT)
+            for data in iter(lambda: conn.recv(65536), b""):
+                arrivals.append((time.monotonic(), data))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    status, _, _ = replay(tmp_path, dump, "--send", "tcp://127.0.0.1:%d" % server.getsockname()[1], "--rate", "10")
+    thread.join(WAIT)
+    server.close()
+    assert status == 0 and b"".join(d for _, d in arrivals) == b"".join(frames)
+    # 6 frames at 10 a second: the last leaves half a second after the first, not with it.
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.4
+
+
 @needs_nc
 def test_replay_send_udp_keeps_datagram_boundaries(tmp_path):
     samples = short_samples()
@@ -227,6 +270,8 @@ def test_a_corrupt_line_is_a_dead_letter_and_the_frame_it_cut_is_not_a_record(tm
     # The two pieces of the frame around the hole are its bytes but the 16 lost.
     cut, rest = (letters[i]["text"].encode() for i in (0, 2))
     assert cut + rest == FRAMES[1][:len(cut)] + FRAMES[1][len(cut) + 16:-1]
+    # Offsets are where the bytes were in the stream, after the hole too.
+    assert letters[0]["offset"] == len(FRAMES[0]) and letters[2]["offset"] == (broken + 1) * 16
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):

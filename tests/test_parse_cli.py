@@ -76,11 +76,39 @@ def test_controller_log_lines_in_a_pod_log_are_skipped_not_errors():
     assert "1 skipped" in done.stderr.decode()
 
 
-@pytest.mark.parametrize("args", [["parse", "/nonexistent/file"], ["parse", "--input", "xml"], ["parse", "--max-frame", "x"], ["frobnicate"]])
+@pytest.mark.parametrize("args", [
+    ["parse", "/nonexistent/file"], ["parse", "--input", "xml"], ["parse", "--max-frame", "x"],
+    ["parse", "--max-frame", "0"], ["replay", "--max-frame", "-5", "x.hex"], ["frobnicate"],
+    ["parse", "--out", "/proc/nope/out.jsonl", "/dev/null"], ["parse", "--dead-letter", "/proc/nope/d", "/dev/null"],
+    ["replay", "--out", "/proc/nope/out.jsonl", "examples/syslog-dump.hex"],
+])
 def test_usage_errors_exit_2(args):
     done = nvsiem(*args)
     assert done.returncode == 2
-    assert done.stderr
+    assert done.stderr and b"Traceback" not in done.stderr
+    if "/proc/nope" in " ".join(args):
+        assert b"cannot write /proc/nope/" in done.stderr
+
+
+def test_a_pipe_gives_its_records_as_they_come():
+    """``kubectl logs -f | nvsiem parse``: a record is out before the pipe closes, or 64 KiB arrive."""
+    import threading
+
+    frame = SYSLOG[0].lines[0] + b"\n"
+    proc = subprocess.Popen([sys.executable, "-m", "nvsiem", "parse", "--quiet"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, cwd=REPO)
+    try:
+        proc.stdin.write(frame)
+        proc.stdin.flush()
+        line = []
+        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(20)  # the held last line is released after half a second of quiet
+        assert line and line[0], "no record before the pipe closed"
+        assert json.loads(line[0]) == records(nvsiem("parse", "--quiet", stdin=frame).stdout)[0]
+    finally:
+        proc.stdin.close()
+        proc.wait(20)
 
 
 def test_max_frame_dead_letters_longer_frames():

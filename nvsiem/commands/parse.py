@@ -13,7 +13,7 @@ Exit status: 0 every frame parsed, 1 some frames were dead-lettered,
 import sys
 
 from nvsiem.inputs import INPUT_KINDS, read_events
-from nvsiem.output import EventWriter, open_output
+from nvsiem.output import EventWriter, max_frame_option, open_outputs
 
 HELP = "parse syslog, pod logs or nc hex dumps into JSON lines"
 
@@ -24,7 +24,7 @@ def add_arguments(parser):
                         help="input kind (default: auto-detect from the first bytes)")
     parser.add_argument("--out", metavar="FILE", help="write records here instead of stdout")
     parser.add_argument("--dead-letter", metavar="FILE", help="write dead letters here (JSON lines) instead of stderr")
-    parser.add_argument("--max-frame", type=int, default=65536, metavar="BYTES",
+    parser.add_argument("--max-frame", type=max_frame_option, default=65536, metavar="BYTES",
                         help="longest frame kept; longer ones are dead-lettered (default: 65536)")
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
     parser.set_defaults(run=run)
@@ -42,8 +42,11 @@ def run(args) -> int:
         except OSError as exc:
             print("nvsiem parse: cannot read %s: %s" % (path, exc.strerror), file=sys.stderr)
             return 2
-    records = open_output(args.out, sys.stdout.buffer)
-    dead = open_output(args.dead_letter, sys.stderr.buffer)
+    try:
+        records, dead = open_outputs(args.out, args.dead_letter)
+    except OSError as exc:
+        print("nvsiem parse: cannot write %s: %s" % (exc.filename, exc.strerror), file=sys.stderr)
+        return 2
     writer = None
     tally = None
     for path, stream in streams:

@@ -12,12 +12,14 @@ stream; reads each holding one record without its final LF mean UDP
 datagrams; if every read held whole LF-terminated frames, both read the
 same and the stream reading is used. Force it with --transport tcp|udp.
 
---send udp://HOST:PORT sends each datagram (UDP reading) or each read (TCP
-reading) as one datagram; --send tcp://HOST:PORT writes the received bytes
-to one connection (a new connection where the capture had one). The bytes
-are the original syslog bytes, unchanged. nc dumps have no timestamps, so
-replay goes as fast as the link allows unless --rate caps it at N frames a
-second.
+--send udp://HOST:PORT sends each datagram (UDP reading) or each frame
+(TCP reading: the stream cut where the parser found each frame to start,
+so one NeuVector message a datagram, as NeuVector sends over UDP);
+--send tcp://HOST:PORT writes the received bytes to one connection (a new
+connection where the capture had one), frame by frame with --rate. The
+bytes are the original syslog bytes, unchanged. nc dumps have no
+timestamps, so replay goes as fast as the link allows unless --rate caps
+it at N frames a second.
 
 Exit status: 0 every frame parsed, 1 some were dead-lettered (or datagrams
 could not be sent), 2 usage errors: bad option, unreadable DUMP, or the
@@ -31,7 +33,7 @@ import time
 
 from nvsiem.captures import TRANSPORTS, CaptureReader
 from nvsiem.netaddr import parse_address
-from nvsiem.output import EventWriter, open_output
+from nvsiem.output import EventWriter, max_frame_option, open_outputs
 
 HELP = "parse an nc hex dump into JSON lines and optionally resend its syslog"
 _READ = 1 << 20
@@ -48,7 +50,7 @@ def add_arguments(parser):
     parser.add_argument("--send", metavar="URL", help="resend the syslog bytes to udp://HOST:PORT or tcp://HOST:PORT")
     parser.add_argument("--rate", type=_positive, metavar="N",
                         help="at most N frames a second (default: as fast as the link allows)")
-    parser.add_argument("--max-frame", type=int, default=65536, metavar="BYTES",
+    parser.add_argument("--max-frame", type=max_frame_option, default=65536, metavar="BYTES",
                         help="longest frame kept; longer ones are dead-lettered (default: 65536)")
     parser.add_argument("--quiet", action="store_true", help="no progress line and no summary on stderr")
     parser.set_defaults(run=run)
@@ -74,23 +76,36 @@ def run(args) -> int:
     except OSError as exc:
         return _usage("cannot read %s: %s" % (args.dump, exc.strerror))
     try:
+        records, dead = open_outputs(args.out, args.dead_letter)
+    except OSError as exc:
+        return _usage("cannot write %s: %s" % (exc.filename, exc.strerror))
+    try:
         sender = _Sender(target) if target else None
     except OSError as exc:
         return _usage("cannot send to %s: %s" % (target, exc.strerror or exc))
-    records = open_output(args.out, sys.stdout.buffer)
-    dead = open_output(args.dead_letter, sys.stderr.buffer)
     writer = EventWriter(records, dead, source=args.dump)
     reader = CaptureReader(args.transport, args.max_frame)
     progress = _Progress(dump, enabled=not args.quiet and sys.stderr.isatty())
     pace = _Pace(args.rate)
     with dump:
         try:
-            for unit in reader.units(progress.reading(dump)):
-                if sender is not None and unit.data:
-                    sender.send(unit.data, unit.new_stream)
+            units = reader.units(progress.reading(dump))  # the transport is known from here on
+            frames = _Frames() if sender is not None and reader.transport == "tcp" and (
+                sender.udp or args.rate) else None
+            for unit in units:
                 writer.write(unit.events)
-                pace.wait(len(unit.events))
+                if frames is None:
+                    if sender is not None and unit.data:
+                        sender.send(unit.data, unit.new_stream)
+                    pace.wait(len(unit.events))
+                else:
+                    for frame, new_stream in frames.cut(unit):
+                        sender.send(frame, new_stream)
+                        pace.wait(1)
                 progress.show(writer.tally)
+            if frames is not None:
+                for frame, new_stream in frames.rest():
+                    sender.send(frame, new_stream)
         except _SendFailed as exc:
             progress.clear()
             records.flush()
@@ -167,6 +182,44 @@ class _Sender:
         if self.failures:
             line += "; %d datagrams could not be sent (last: %s)" % (self.failures, self.last_error)
         return line
+
+
+class _Frames:
+    """A TCP capture's bytes, cut into its frames where the parser found each to start.
+
+    Events come a little after their bytes (the parser holds the last line
+    until the next shows it is complete), so bytes wait here until the
+    next frame's start is known. A jump in the stream (a new connection, or
+    a hole in the dump) ends the frame before it.
+    """
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.start = 0  # stream offset of buf[0]
+        self.new_stream = False  # the next frame out opens a new connection
+
+    def cut(self, unit):
+        out = []
+        if unit.data:
+            if unit.new_stream or unit.offset != self.start + len(self.buf):
+                out += self.rest()
+                self.start, self.new_stream = unit.offset, unit.new_stream or self.new_stream
+            self.buf += unit.data
+        for event in unit.events:
+            at = getattr(event, "offset", -1) - self.start
+            if 0 < at <= len(self.buf):
+                out.append((bytes(self.buf[:at]), self.new_stream))
+                del self.buf[:at]
+                self.start += at
+                self.new_stream = False
+        return out
+
+    def rest(self):
+        out = [(bytes(self.buf), self.new_stream)] if self.buf else []
+        self.buf = bytearray()
+        self.start += len(out[0][0]) if out else 0
+        self.new_stream = False
+        return out
 
 
 class _Pace:
