@@ -240,3 +240,34 @@ def test_partially_written_file_finishes_on_a_later_run(python, app, tmp_path):
     run = start_capture(python, app, watch, checkpoints)
     rest = run.take(2) + run.stop()
     assert_same_records(records_of(rest), expected_records(parts[2].id) + expected_records(parts[3].id))
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["live", "across-a-restart"])
+def test_hex_dump_caught_in_the_middle_of_a_dump_line_waits_for_the_rest(python, app, tmp_path, restart):
+    import time
+
+    from nvparser._hexdump import format_hexdump
+
+    watch, checkpoints = tmp_path / "drop", tmp_path / "checkpoints"
+    watch.mkdir()
+    checkpoints.mkdir()
+    parts = [s for s in SYSLOG if s.id in ("violation-text-2", "threat-text-2", "event-text-2")]
+    stream = b"".join(s.stream for s in parts)
+    dump = "".join(format_hexdump("<", i, stream[i:i + 1000]) for i in range(0, len(stream), 1000)).encode()
+    cut = dump.index(b"\n", len(dump) // 2) - 20  # 20 characters short of a dump line's end
+    target = watch / "syslog-dump.hex"
+    target.write_bytes(dump[:cut])
+    expected = [r for s in parts for r in expected_records(s.id)]
+
+    run = start_capture(python, app, watch, checkpoints)
+    time.sleep(2.5)  # more than a poll: the input saw the file stop growing mid-line
+    if restart:
+        got = run.stop()
+        run = start_capture(python, app, watch, checkpoints)
+    else:
+        got = []
+    with open(target, "ab") as f:
+        f.write(dump[cut:])
+    got += run.take(len(expected) - len(got)) + run.stop()
+    assert [e["sourcetype"] for e in got if "deadletter" in e["sourcetype"]] == []
+    assert canonical(records_of(got)) == canonical(expected)

@@ -79,6 +79,7 @@ class _Reader:
         self.skip = skip          # events after ``start`` already written before a restart
         self.produced = 0         # events after ``start`` so far
         self.tail = b""           # last byte handed to the parser: b"\n" = no partial frame
+        self.raw_tail = b""       # last byte of the file read: b"\n" = no partial dump line
         self.safe = False         # decoders hold nothing: the checkpoint can move to ``position``
         self.last_growth = time.monotonic()
         self._parser = Parser(config["framing"], config["max_frame"])
@@ -86,6 +87,8 @@ class _Reader:
 
     def feed(self, data: bytes) -> List:
         self.position += len(data)
+        if data:
+            self.raw_tail = data[-1:]
         self.last_growth = time.monotonic()
         self.safe = False
         events = self._from_dump(self._dump.feed(data)) if self._dump else self._to_parser(data)
@@ -93,14 +96,19 @@ class _Reader:
 
     def idle(self) -> List:
         """The file stopped growing: release what is held; reach a safe offset if the data allows."""
-        events = self._from_dump(self._dump.close()) if self._dump else []
-        if self._dump:
+        given_up = time.monotonic() - self.last_growth >= self.config["partial_timeout"]
+        events: List = []
+        dump_clear = self._dump is None
+        # A dump caught in the middle of one of its lines waits for the rest, as a text line does.
+        if self._dump and (self.raw_tail in (b"", b"\n") or given_up):
+            events = self._from_dump(self._dump.close())
             self._dump = HexDumpDecoder(self.config["max_frame"])
+            self.raw_tail, dump_clear = b"\n", True
         events += self._parser.flush()
-        if self.tail != b"\n" and time.monotonic() - self.last_growth >= self.config["partial_timeout"]:
+        if self.tail != b"\n" and given_up:
             events += self._parser.close()   # the rest of that line is not coming
             self.tail = b"\n"
-        self.safe = self.tail == b"\n"
+        self.safe = self.tail == b"\n" and dump_clear
         return self._unwritten(events)
 
     def _to_parser(self, data: bytes) -> List:
