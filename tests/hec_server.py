@@ -54,6 +54,7 @@ class HecServer:
         self.busy = 0
         self.drop_acks = 0
         self.hold_acks = False
+        self.max_content_length: Optional[int] = None  # limits.conf [http_input] max_content_length
         self.reject: Callable[[dict], bool] = lambda event: False
         self._channels: Dict[str, dict] = {}
         self._port = port
@@ -116,6 +117,9 @@ class HecServer:
             return {"text": "HEC is healthy", "code": 17}
         if method != "POST" or (path not in EVENT_PATHS and path != "/services/collector/ack"):
             raise HecError(404, 404, "The requested URL was not found on this server.")
+        if self.max_content_length is not None and len(body) > self.max_content_length:
+            raise HecError(413, None, "Content-Length of %d too large (maximum is %d)"
+                           % (len(body), self.max_content_length))
         token = self._auth(headers.get("Authorization"))
         channel = headers.get("X-Splunk-Request-Channel") or query.get("channel", [None])[0]
         if channel is not None and not GUID.match(channel):

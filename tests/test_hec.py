@@ -209,6 +209,30 @@ def test_token_from_file_and_no_ack_token(tmp_path):
         assert not any(r["path"] == "/services/collector/ack" for r in hec.log)
 
 
+def test_a_body_over_the_indexers_limit_is_sent_in_halves(hec, token_env):
+    hec.max_content_length = 3000  # the indexer's limits.conf [http_input] max_content_length
+    sink = HecSink(f"splunk-hec+http://{hec.hostport}?{token_env}&{FAST}&gzip=false")
+    sink.send(encoded(records(30)))
+    expect_once(hec, 30)
+    assert any(r["status"] == 413 for r in hec.log)
+    refused = sum(1 for r in hec.log if r["status"] == 413)
+    sink.send(encoded(records(30, start=30)))  # the next batch starts with bodies that fit
+    assert sum(1 for r in hec.log if r["status"] == 413) == refused
+    expect_once(hec, 60)
+
+
+def test_one_event_over_the_indexers_limit_is_a_permanent_error_naming_the_setting(hec, token_env):
+    hec.max_content_length = 100
+    with pytest.raises(SinkError) as err:
+        HecSink(f"splunk-hec+http://{hec.hostport}?{token_env}&{FAST}&gzip=false").send(encoded(records(1)))
+    assert err.value.permanent and "max_content_length" in str(err.value)
+
+
+def test_an_ack_timeout_that_could_never_expire_is_refused():
+    with pytest.raises(ValueError, match="ack_timeout=300 must be shorter than retry_for=120"):
+        HecSink("splunk-hec://h:8088?token=t&ack_timeout=300")
+
+
 def test_bad_options_are_refused_up_front(token_env, monkeypatch):
     with pytest.raises(ValueError, match="unknown option"):
         HecSink(f"splunk-hec://h:8088?{token_env}&tokn=x")

@@ -50,7 +50,8 @@ OPTIONS = {
     "gzip": "compress request bodies (default true)",
     "ack": "wait for indexer acknowledgement (default true)",
     "timeout": "seconds to wait for one HTTP response (default 30)",
-    "ack_timeout": "seconds to wait for an ackId before sending its events again (default 300)",
+    "ack_timeout": "seconds to wait for an ackId before sending its events again (default 90, or half of a "
+                   "shorter retry_for; below retry_for)",
     "retry_for": "seconds send() keeps retrying before giving the batch back (default 120)",
     "backoff_max": "longest pause between retries of one server, seconds (default 10)",
     "max_body": "largest request body before compression, bytes or 512K/1M (default 1M)",
@@ -124,8 +125,11 @@ class HecSink(Sink):
         self._next = 0
         self._gzip = parse_bool(opts.get("gzip", True))
         self._ack = parse_bool(opts.get("ack", True))
-        self._ack_timeout = _number(opts, "ack_timeout", 300.0)
         self._retry_for = _number(opts, "retry_for", 120.0)
+        self._ack_timeout = _number(opts, "ack_timeout", min(90.0, self._retry_for / 2))
+        if self._ack_timeout >= self._retry_for:
+            # send() gives the batch back at retry_for: an ackId would never get to expire.
+            raise ValueError(f"ack_timeout={self._ack_timeout:g} must be shorter than retry_for={self._retry_for:g}")
         self._backoff_max = _number(opts, "backoff_max", 10.0)
         self._max_body = parse_size(opts.get("max_body", "1M"))
         self._index, self._source, self._host = opts.get("index"), opts.get("source"), opts.get("host")
@@ -218,6 +222,19 @@ class HecSink(Sink):
             rest[0] = self._deadletter_envelope(event, f"HEC rejected the event: code {code} {text!r}")
             todo.appendleft(rest)
             return None
+        if status == 413 and len(events) > 1:
+            # Larger than the indexer's max_content_length: halves, and smaller bodies from now on.
+            half = len(events) // 2
+            todo.appendleft(events[half:])
+            todo.appendleft(events[:half])
+            self._max_body = max(1, min(self._max_body, sum(map(len, events)) // 2))
+            log.warning("%s: %s refused a %d-byte body (HTTP 413, max_content_length): sending it in halves; "
+                        "bodies now up to %d bytes", self.describe(), server.base, len(body), self._max_body)
+            return None
+        if status == 413:
+            raise SinkError(f"{self.describe()}: {server.base} refuses one event of {len(events[0])} bytes "
+                            f"(HTTP 413): raise max_content_length in the indexer's limits.conf [http_input]",
+                            permanent=True)
         if code in TRANSIENT_CODES or status in TRANSIENT_HTTP:
             raise _Transient(f"{server.base}: HTTP {status} code {code} {text!r}")
         raise SinkError(f"{self.describe()}: {server.base} refused the events: HTTP {status} "
