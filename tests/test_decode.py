@@ -165,3 +165,83 @@ def test_json_mode_gives_the_same_records_without_orjson(monkeypatch):
     monkeypatch.setattr(_fast, "json_loads_from", _codec.loads_from_std)
     assert [parse_frame(f).data for f in frames] == with_orjson
     assert len(frames) >= 6
+
+
+# -- RFC 6587 octet counting: the count is framing, the header is the message's --
+
+OCTET_MSG = b"<133>1 2025-03-14T08:10:00Z host app 13 neuvector - " + BODY.encode()
+OCTET_SYSLOG = {"pri": 133, "facility": 16, "severity": 5, "version": 1, "timestamp": "2025-03-14T08:10:00Z",
+                "hostname": "host", "app_name": "app", "procid": "13", "msgid": "neuvector"}
+
+
+def stream(data: bytes, chunk: int):
+    from nvparser import Parser
+
+    parser = Parser()
+    events = []
+    for i in range(0, len(data), chunk or len(data)):
+        events += parser.feed(data[i:i + (chunk or len(data))])
+    return events + parser.close()
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 9])
+def test_octet_counted_frames_keep_their_syslog_header(chunk):
+    # One count without NeuVector's LF, one that includes it (§1.2: MSG gets a LF appended).
+    first = b"%d %s" % (len(OCTET_MSG), OCTET_MSG)
+    second = b"%d %s\n" % (len(OCTET_MSG) + 1, OCTET_MSG)
+    events = stream(first + second, chunk)
+    assert [type(e) for e in events] == [Record, Record]
+    for event in events:
+        body = {k: v for k, v in event.data.items() if k != "syslog"}
+        assert body == EXPECTED and event.data["syslog"] == OCTET_SYSLOG and event.notes == ()
+    # The event spans the whole frame, count included: every byte is accounted for.
+    assert (events[0].raw, events[0].offset) == (first, 0)
+    assert (events[1].raw, events[1].offset) == (second, len(first))
+
+
+def test_an_octet_counted_frame_decoded_on_its_own():
+    frame = b"%d %s" % (len(OCTET_MSG), OCTET_MSG)
+    event = parse_frame(frame, offset=3)
+    assert type(event) is Record and event.data["syslog"] == OCTET_SYSLOG
+    assert event.raw == frame and event.offset == 3
+    bad = b"10 <134>1 x y"
+    dead = parse_frame(bad, offset=3)
+    assert type(dead) is DeadLetter and (dead.raw, dead.offset) == (bad, 3)
+
+
+# -- JSON mode never holds a raw LF (§0.6, §1.4) --------------------------------
+
+def test_a_foreign_line_after_a_json_record_is_its_own_dead_letter():
+    login = b'{"notification": "event", "name":"User.Login","level":"Info"}'
+    logout = b'{"notification": "event", "name":"User.Logout","level":"Info"}'
+    foreign = b"E0314 08:00:12.345678 12 reflector.go:147] watch failed"
+    events = stream(login + b"\n" + foreign + b"\n" + logout + b"\n", 0)
+    assert [type(e) for e in events] == [Record, DeadLetter, Record]
+    assert events[0].raw == login and events[0].data["name"] == "User.Login"
+    assert events[1].raw == foreign and events[1].offset == len(login) + 1
+    assert "no NeuVector body" in events[1].reason
+    assert events[2].data["name"] == "User.Logout"
+
+
+# -- the rsyslog file format: RFC 3164 without PRI ------------------------------
+
+def test_rfc3164_without_pri_as_rsyslog_writes_files():
+    body, data = data_without("Mar 14 08:10:00 nv-ctl-0 controller[13]: " + BODY, "syslog")
+    assert body == EXPECTED
+    assert data["syslog"] == {"pri": None, "facility": None, "severity": None, "version": None,
+                              "timestamp": "Mar 14 08:10:00", "hostname": "nv-ctl-0",
+                              "app_name": "controller", "procid": "13", "msgid": None}
+
+
+def test_rfc3164_without_pri_from_neuvectors_rfc5424_header():
+    _, data = data_without("Mar  4 08:10:00 nv-ctl-0 /usr/local/bin/controller[13]: " + BODY)
+    assert data["syslog"]["timestamp"] == "Mar  4 08:10:00"
+    assert data["syslog"]["app_name"] == "/usr/local/bin/controller" and data["syslog"]["procid"] == "13"
+
+
+def test_bom_before_the_body_keeps_the_rfc5424_header():
+    # RFC 5424 lets MSG open with a BOM; the header is still the RFC 5424 one.
+    _, data = data_without(("<134>1 2025-03-14T08:00:13Z h a 1 neuvector - \ufeff" + BODY).encode())
+    assert data["syslog"] == {"pri": 134, "facility": 16, "severity": 6, "version": 1,
+                              "timestamp": "2025-03-14T08:00:13Z", "hostname": "h",
+                              "app_name": "a", "procid": "1", "msgid": "neuvector"}

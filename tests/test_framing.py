@@ -127,7 +127,7 @@ def accounted(data: bytes, frames) -> None:
 
 
 pieces = st.sampled_from([R1, R2, b"\n", b"\n\n", b"x", b"12 ", b"5 <abc", b"2025-03-14T08:00:12Z stdout P ",
-                          b"notification=", b"\r\n", b"{\"", b"\xff\xfe"])
+                          b"notification=", b"\r\n", b"{\"", b"\xff\xfe", b"<?x", b"<13>", b'{"notification": "e"}'])
 
 
 @settings(max_examples=300, deadline=None)
@@ -141,6 +141,58 @@ def test_every_input_byte_is_accounted_for(parts, chunk, max_frame):
 @given(st.lists(pieces, max_size=20), st.integers(1, 30))
 # A CRI partial line, then a line starting "<", reached by the byte loop or by the line split
 @example(parts=[b"5 <abc", b"\n", b"2025-03-14T08:00:12Z stdout P ", b"\n", R1, b"\r\n"], chunk=1)
+# A "<" line that starts no record, after one that does: byte loop (after the octet-counted
+# frame) when fed whole, line split when fed byte by byte
+@example(parts=[b"5 <abc", b"\n", R1, b"\n", b"<?x", b"\n", R2, b"\n"], chunk=1)
 def test_chunking_does_not_change_the_frames(parts, chunk):
     data = b"".join(parts)
     assert frames_of(data, chunk=chunk) == frames_of(data)
+
+
+def test_a_continuation_line_opening_with_lt_but_no_pri_is_joined():
+    # A here-doc in proc_cmd: "<?xml" does not start a record (§3.4 step 7: only
+    # "<digits>" does), so it is rejoined, whichever way the input is chunked.
+    first = HEAD + b"notification=incident,proc_cmd=sh -c cat <<EOF > /tmp/a.xml"
+    rest = [b'<?xml version="1.0"?>', b"EOF,message=x"]
+    record = b"\n".join([first] + rest)
+    data = record + b"\n" + R2 + b"\n"
+    for chunk in (0, 1, 7):
+        assert frames_of(data, chunk=chunk) == [(record, 0, None), (R2, len(record) + 1, None)]
+
+
+def test_a_line_opening_with_a_pri_after_a_frame_still_starts_a_record():
+    for start in (b"<1>", b"<13>", b"<134>"):
+        line = start + b"Mar 14 09:26:47 host controller[13]: notification=event,name=x"
+        assert [f[0] for f in frames_of(R1 + b"\n" + line + b"\n")] == [R1, line]
+
+
+JSON_BODY = b'{"notification": "event", "name":"User.Login","level":"Info","message":"a\\nb"}'
+FOREIGN = b"E0314 08:00:12.345678 12 reflector.go:147] watch failed"
+
+
+def test_nothing_is_joined_onto_a_json_mode_frame():
+    # JSON mode escapes every LF (§0.6, §1.4): a line after a JSON record is
+    # never part of it, even one that does not start a record.
+    for prefix in (b"", HEAD, b"2025-03-14T08:00:12.1Z stdout F "):
+        record = prefix + JSON_BODY
+        foreign = (b"2025-03-14T08:00:12.2Z stdout F " if prefix[:4] == b"2025" else b"") + FOREIGN
+        data = record + b"\n" + foreign + b"\n" + record + b"\n"
+        for chunk in (0, 1, 5):
+            assert frames_of(data, chunk=chunk) == [
+                (record, 0, None),
+                (foreign, len(record) + 1, None),
+                (record, len(record) + len(foreign) + 2, None),
+            ]
+
+
+def test_a_json_record_split_into_cri_partial_lines_is_still_joined():
+    p = b"2025-03-14T08:00:12.1Z stdout P " + JSON_BODY[:30]
+    f = b"2025-03-14T08:00:12.1Z stdout F " + JSON_BODY[30:]
+    foreign = b"2025-03-14T08:00:12.2Z stdout F " + FOREIGN
+    assert [x[0] for x in frames_of(b"\n".join([p, f, foreign]) + b"\n")] == [p + b"\n" + f, foreign]
+
+
+def test_a_text_record_quoting_json_still_takes_its_continuation_lines():
+    first = HEAD + b'notification=event,name=RESTful.Write,rest_body={"notification": "event"}'
+    second = b"more,message=x"
+    assert [x[0] for x in frames_of(first + b"\n" + second + b"\n")] == [first + b"\n" + second]

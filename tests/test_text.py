@@ -96,3 +96,25 @@ def test_a_frame_full_of_fake_keys_parses():
     body = "notification=event,name=x,level=Info,message=" + ",a=1" * 20000
     data = record(body).data
     assert data["message"] == ",a=1" * 20000
+
+
+def test_integers_go_never_prints_are_kept_as_text_and_noted():
+    # Go prints integers in decimal (§3.2): int()'s "_", spaces, "+" and
+    # non-ASCII digits are not integers NeuVector sent.
+    from nvparser._decode import _parse
+    from nvparser._fast import fast_record
+
+    head = "<134>1 2025-03-14T09:26:47Z h /usr/local/bin/controller 13 neuvector - "
+    body = ("notification=violation," + COMMON + ",id=,client_id=a,client_name=a,server_id=b,server_name=b,"
+            "server_port=%s,ip_proto=6,applications=[HTTP],servers=[],sessions=1,policy_action=violate,"
+            "policy_id=0,client_ip=,server_ip=,fqdn=,xff=false,nbe=false")
+    for value in ("4_43", " 443", "+443", "\u0664\u0664\u0663", "443 ", "--443", "-"):
+        frame = (head + body % value).encode()
+        assert fast_record(frame, 0) is None, value  # the fast path leaves it to the general one
+        event = record(head + body % value)
+        assert event.data["server_port"] == value
+        assert event.notes == ("server_port is not an integer: %r" % value,)
+    for value, number in (("443", 443), ("-1", -1)):
+        frame = (head + body % value).encode()
+        assert fast_record(frame, 0) == _parse(frame, 0)
+        assert record(head + body % value).data["server_port"] == number

@@ -131,7 +131,7 @@ _CHARS = ("abcdefghijklmnopqrstuvwxyzABCDEFXYZ0123456789 .-_:/@+#%!?*()'\"|;~^$&
           ",=[]{}" "éü☃中😀\u2028\u2029\u0085\x7f\t\x0b\x0c\x1c\x1e\x00\x01\r")
 _WORD_KEY = re.compile(r",\w+=")
 _LOOKS_LIKE_FRAME_START = re.compile(
-    r"[<{0-9]|notification=|level=|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d")
+    r"<\d{1,3}>|[{0-9]|notification=|level=|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d")
 
 
 def _text_ok(value, field, later_keys):
@@ -145,7 +145,8 @@ def _text_ok(value, field, later_keys):
     - CR only where it cannot be taken for a CRLF line end (not before LF,
       not at the end of a value, which may end the record).
     - Raw LF only in proc_cmd, cmds, message; each line after one holds more
-      than blanks and does not start like a frame (``<PRI>``, a digit:
+      than blanks and does not start like a frame (``<PRI>`` but not any
+      other ``<``, a digit:
       timestamp or octet count, ``{``, ``notification=``, ``level=``, an
       RFC 3164 date), since a LF-framed receiver must rejoin it (§3.4 step 7).
     """
@@ -178,7 +179,7 @@ def _strings(field, earlier_keys, later_keys, min_size=0):
     if field in FREE_TEXT:
         fragments += earlier[-6:] + [",os=linux", ",a=b,c=d"]
     if field in MULTILINE:
-        fragments += ["\n", "\nsh -c x", "\n curl -s http://x/?a=1"]
+        fragments += ["\n", "\nsh -c x", "\n curl -s http://x/?a=1", "\n<?xml", "\n<<EOF"]
     piece = st.one_of(st.text(_CHARS, max_size=6), st.sampled_from(fragments))
     return (st.lists(piece, max_size=5).map("".join)
             .filter(lambda v: len(v) >= min_size and _text_ok(v, field, later_keys)

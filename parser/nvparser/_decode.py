@@ -7,6 +7,7 @@ from ._events import DeadLetter, Record, Skipped
 from ._header import split_header
 from .schema import FIELDS
 from ._fast import fast_record
+from ._framing import OCTET_COUNT
 from ._text import coerce_floats, parse_pairs, type_values
 
 
@@ -52,6 +53,10 @@ def _internal_error(raw: bytes, offset: int, exc: Exception) -> DeadLetter:
 
 
 def _parse(raw: bytes, offset: int):
+    if raw[:1].isdigit():
+        counted = OCTET_COUNT.match(raw)
+        if counted is not None and int(counted.group(1)) == len(raw) - counted.end():
+            return _octet_counted(raw, offset, counted.end())
     line = decode_text(raw)
     if line[-1:] == "\n":  # octet-counted frames may carry NeuVector's LF
         line = line[:-1]
@@ -86,6 +91,17 @@ def _parse(raw: bytes, offset: int):
     if cri is not None:
         data["cri"] = cri
     return Record(data, raw, offset, tuple(notes))
+
+
+def _octet_counted(raw: bytes, offset: int, start: int):
+    """An RFC 6587 frame ``LEN SP MSG``: the header is read from MSG.
+
+    The event keeps the whole frame as ``raw`` (and its offset), so the
+    count's bytes stay accounted for; MSG may end with NeuVector's LF.
+    """
+    msg = raw[start:]
+    event = fast_record(msg[:-1] if msg[-1:] == b"\n" else msg, offset) or _parse(msg, offset)
+    return event._replace(raw=raw)
 
 
 def text_record(body: str, notes: list, notification: str = ""):

@@ -26,7 +26,7 @@ from typing import Dict, Optional, Tuple, Union
 from ._codec import json_loads_from
 from ._events import Record
 from .schema import FIELDS, FREE_TEXT
-from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split_map
+from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, is_go_int, split_list, split_map
 
 # NeuVector's header is ~100 characters; one longer takes the general path.
 _HEADER_SPAN = 256
@@ -206,9 +206,13 @@ def _text_body(raw: bytes, start: int) -> Optional[dict]:
     if plan.glue and not _rejoin(kv, plan):
         return None
     values = kv[2::2]
+    for i in plan.ints:
+        value = values[i]
+        # What Go prints; int() also takes "4_43", " 443", "+443" and non-ASCII digits.
+        if not (value.isdigit() or value[:1] == "-" and value[1:].isdigit()) or not value.isascii():
+            return None  # the general path keeps it as text and notes it
+        values[i] = int(value)
     try:
-        for i in plan.ints:
-            values[i] = int(values[i])
         for i in plan.bools:
             values[i] = BOOLS[values[i]]
         for i in plan.floats:
@@ -234,9 +238,9 @@ def _rejoin(kv: list, plan: _Plan) -> bool:
     """Put unknown keys back into their values; False when the general path must decide."""
     for start, end in plan.glue:
         kv[start:end] = [_joined(kv[start:end])]
-    # The general path first checks that every integer looks like one
-    # (int() also takes " 5" or "1_0"); where it does not, it weighs other cuts.
-    return all(kv[2 + 2 * i].lstrip("-").isdigit() for i in plan.ints)
+    # The general path first checks that every integer looks like one Go
+    # prints (int() also takes " 5" or "1_0"); where not, it weighs other cuts.
+    return all(is_go_int(kv[2 + 2 * i]) for i in plan.ints)
 
 
 def _json_body(raw: bytes, start: int) -> Optional[dict]:

@@ -3,13 +3,18 @@
 NeuVector ends every frame with LF on UDP, TCP and TLS alike. A relay may
 re-frame with RFC 6587 octet counting (``LEN SP <PRI>…``), detected frame by
 frame. In text mode a value can hold a raw LF, so a frame may span several
-physical lines: a line that does not start a new record is rejoined onto the
-one before it. The framer therefore holds the last line until the next one
-shows whether it continues; ``flush`` releases it after an idle period.
+physical lines: a line that does not start a new record (``<PRI>``, a
+timestamp, a bare body: ``schema.RECORD_START``; not any ``<``) is rejoined
+onto the one before it, unless that frame's body is JSON: JSON mode escapes
+every LF, so such a line is a frame of its own. The framer therefore holds
+the last line until the next one shows whether it continues; ``flush``
+releases it after an idle period.
 
 A frame is ``(raw, offset, reason)``: ``reason`` is None for a frame to
 decode, or why its bytes are dead letters (too long). ``raw`` is the exact
-bytes between separators, so frames plus one LF each add up to the input.
+bytes between separators, so frames plus one LF each add up to the input;
+an octet-counted frame's ``raw`` starts with its ``LEN SP`` (the decoder
+reads the header after it).
 """
 import re
 from typing import List, Optional, Tuple
@@ -18,15 +23,16 @@ from .schema import RECORD_START
 
 Frame = Tuple[bytes, int, Optional[str]]
 
-_OCTET_COUNT = re.compile(rb"([1-9]\d{0,5}) (?=<)")
+# RFC 6587 octet counting: "LEN SP" before a message that opens with "<" (its PRI).
+OCTET_COUNT = re.compile(rb"([1-9]\d{0,5}) (?=<)")
+_PRI_START = re.compile(rb"<\d{1,3}>")  # what RECORD_START takes of a line opening with "<"
 _CRI_PREFIX = re.compile(rb"\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) ([FP]) ")
 _DIGITS = frozenset(b"123456789")
 _DIGIT_BYTES = frozenset(bytes([d]) for d in _DIGITS)
 
 
 def starts_record(line: bytes) -> bool:
-    if line[:1] == b"<":
-        return True
+    # Not any "<": a value's next line can open with one (a here-doc's "<?xml").
     cri = _CRI_PREFIX.match(line)
     if cri is not None:
         # A CRI runtime prefixes every line, continuation lines too: look past it.
@@ -38,6 +44,21 @@ def starts_record(line: bytes) -> bool:
 def _cri_partial(line: bytes) -> bool:
     cri = _CRI_PREFIX.match(line)
     return cri is not None and cri.group(1) == b"P"
+
+
+def _json_body(first_line: bytes) -> bool:
+    """Whether a frame with this first line has a JSON-mode body.
+
+    JSON mode escapes every LF, so nothing is ever joined onto such a frame.
+    The body starts at the first ``{"notification"`` or ``notification=``,
+    as the header reader finds it; in a text-mode body a ``{"notification"``
+    inside a value comes after its own ``notification=``.
+    """
+    json_at = first_line.find(b'{"notification"', 0, 2048)
+    if json_at < 0:
+        return False
+    text_at = first_line.find(b"notification=", 0, json_at)
+    return text_at < 0
 
 
 class LineFramer:
@@ -68,7 +89,7 @@ class LineFramer:
                 pos = self._discard(data, pos, base, out)
                 continue
             if self.octet_counting and data[pos] in _DIGITS:
-                m = _OCTET_COUNT.match(data, pos)
+                m = OCTET_COUNT.match(data, pos)
                 if m:
                     size = int(m.group(1))
                     start = m.end()
@@ -122,8 +143,9 @@ class LineFramer:
     def _plain_lines(self, data: bytes, base: int, out: List[Frame]) -> int:
         """Frame the complete lines of ``data`` with one split; return where it stopped.
 
-        The common case, a line that starts with ``<``, is handled inline;
-        a line that may be an octet count hands the rest to the byte loop.
+        The common case, a line that starts with ``<PRI>`` after a one-line
+        frame, is handled inline; a line that may be an octet count hands the
+        rest to the byte loop.
         """
         if b"\n" not in data:
             return 0
@@ -132,18 +154,19 @@ class LineFramer:
         pos = 0
         max_frame = self.max_frame
         octet_counting = self.octet_counting
+        pri_start = _PRI_START.match
         for line in lines:
             first = line[:1]
             held = self._lines
             if first == b"<" and len(line) <= max_frame and len(held) == 1 and not self._blanks \
-                    and held[0][:1] == b"<":
+                    and held[0][:1] == b"<" and pri_start(line) is not None:
                 # The usual step: the one line held is a whole frame (a CRI partial line,
                 # which the next one continues, starts with a digit); hold the next in its place.
                 out.append((held[0], self._held_offset, None))
                 held[0] = line
                 self._held_offset = base + pos
                 self._held_size = len(line)
-            elif octet_counting and first in _DIGIT_BYTES and _OCTET_COUNT.match(line):
+            elif octet_counting and first in _DIGIT_BYTES and OCTET_COUNT.match(line):
                 return pos
             else:
                 self._line(line, base + pos, out)
@@ -161,7 +184,8 @@ class LineFramer:
             else:
                 out.append((line, offset, None))
             return
-        if self._lines and (not starts_record(line) or _cri_partial(self._lines[-1])):
+        if self._lines and (_cri_partial(self._lines[-1])
+                            or not starts_record(line) and not _json_body(self._lines[0])):
             for blank, _ in self._blanks:
                 self._lines.append(blank)
             self._blanks = []

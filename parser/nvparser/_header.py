@@ -40,6 +40,9 @@ def split_header(line: str) -> Tuple[Optional[dict], Optional[str], str]:
     elif _RFC3339.match(line):
         # The receiver-printed RFC 5424 form: no PRI, no version.
         return _rfc5424(line, None, None)
+    elif _BSD_TS.match(line):
+        # RFC 3164 without PRI: rsyslog's default file format.
+        return _rfc3164(line, None)
     return _search(line, None)
 
 
@@ -48,6 +51,8 @@ def _rfc5424(rest: str, pri: Optional[int], version: Optional[int]):
     if len(parts) == 7:
         ts, host, app, procid, msgid, tail = parts[0], parts[1], parts[2], parts[3], parts[4], parts[5] + " " + parts[6]
         sd, msg = _structured_data(tail)
+        if msg is not None and msg[:1] == "\ufeff":  # RFC 5424 allows a BOM before MSG
+            msg = msg[1:]
         if msg is not None and msg.startswith(BODY_STARTS):
             syslog = {
                 "pri": pri,
@@ -85,8 +90,13 @@ def _structured_data(tail: str):
     return tail[:i], tail[i:] if i >= n else None
 
 
-def _rfc3164(rest: str, pri: int):
-    """``<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG`` or with an RFC 3339 time."""
+def _rfc3164(rest: str, pri: Optional[int]):
+    """``<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG`` or with an RFC 3339 time.
+
+    Without a PRI (``pri`` None: only the ``Mmm dd`` form comes here) the
+    TAG must end with ":" or be absent, as rsyslog writes it; any other text
+    there is an unknown header, kept as text.
+    """
     m = _BSD_TS.match(rest)
     if m:
         ts, after = rest[:m.end() - 1], rest[m.end():]
@@ -98,9 +108,12 @@ def _rfc3164(rest: str, pri: int):
     if body is None:
         return None, None, "no NeuVector body ('notification=' or '{\"notification\"') after the RFC 3164 header"
     host, _, tag = after[:body.start()].strip().partition(" ")
+    if pri is None and tag and tag[-1:] != ":":
+        return _search(rest, None)
     app, _, procid = tag.rstrip(": ").partition("[")
     syslog = {
-        "pri": pri, "facility": pri >> 3, "severity": pri & 7, "version": None,
+        "pri": pri, "facility": pri >> 3 if pri is not None else None,
+        "severity": pri & 7 if pri is not None else None, "version": None,
         "timestamp": ts, "hostname": host or None, "app_name": app or None,
         "procid": procid.rstrip("]") or None, "msgid": None,
     }

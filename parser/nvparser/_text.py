@@ -190,8 +190,14 @@ def _increasing(positions) -> bool:
     return all(a < b for a, b in zip(positions, positions[1:]))
 
 
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+def is_go_int(text: str) -> bool:
+    """Whether ``text`` is an integer as Go prints one: ASCII digits, maybe a "-".
+
+    ``int()`` takes more (``4_43``, `` 443``, ``+443``, Arabic-Indic digits):
+    such a value is kept as text and noted, like ``0x1bb``.
+    """
+    return text.isascii() and (text.isdigit() or text[:1] == "-" and text[1:].isdigit())
+
 
 
 def _is_float(text: str) -> bool:
@@ -202,7 +208,7 @@ def _is_float(text: str) -> bool:
     return True
 
 
-_SCALAR_FITS = {"int": _is_int, "float": _is_float, "bool": lambda text: text in ("true", "false")}
+_SCALAR_FITS = {"int": is_go_int, "float": _is_float, "bool": lambda text: text in ("true", "false")}
 
 
 def _longest_increasing(keys, position) -> set:
@@ -253,6 +259,8 @@ def type_values(record: dict, schema_name: str, notes: List[str]) -> dict:
 
 
 def _to_int(key: str, value: str) -> int:
+    if not is_go_int(value):
+        raise ValueError(value)
     return int(value)
 
 
