@@ -316,7 +316,7 @@ class Spool:
                 sizes[int(m.group(1))] = os.path.getsize(os.path.join(self.directory, name))
         if sizes:
             last = max(sizes)
-            sizes[last] = _cut_torn_tail(self._path(last), sizes[last])
+            sizes[last] = cut_torn_tail(self._path(last), sizes[last])
         return dict(sorted(sizes.items()))
 
     # -- reading -----------------------------------------------------------
@@ -367,8 +367,12 @@ class Spool:
             return size, (min(later) if later else None)
 
 
-def _cut_torn_tail(path: str, size: int) -> int:
-    """Truncate ``path`` after its last newline; return the new size."""
+def cut_torn_tail(path: str, size: int) -> int:
+    """Truncate JSON-lines file ``path`` after its last newline; return the new size.
+
+    A kill or power loss in the middle of a write leaves a torn last line;
+    what it held was not confirmed yet, so it is written again, whole.
+    """
     if size == 0:
         return 0
     with open(path, "rb+") as f:
@@ -383,7 +387,7 @@ def _cut_torn_tail(path: str, size: int) -> int:
                 break
             pos -= step
         if pos != size:
-            log.warning("spool segment %s ended with a torn write (power loss?): cut %d bytes", path, size - pos)
+            log.warning("%s ended with a torn write (a kill or power loss): cut %d bytes", path, size - pos)
             f.truncate(pos)
         return pos
 

@@ -189,6 +189,16 @@ def test_type_filter(tmp_path):
     spool.close()
 
 
+def test_file_sink_cuts_a_line_a_kill_left_torn_before_writing_again(tmp_path, caplog):
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(rec(0) + b"\n" + rec(1)[:7])  # killed in the middle of writing rec(1)
+    sink = FileSink("file://%s" % out)
+    sink.send([rec(1), rec(2)])  # the unconfirmed batch, sent again
+    sink.close()
+    assert [json.loads(x)["i"] for x in out.read_bytes().splitlines()] == [0, 1, 2]
+    assert "torn write" in caplog.text
+
+
 def test_file_sink_rotates_by_size(tmp_path):
     path = tmp_path / "out.jsonl"
     sink = open_sink("file://%s?max_bytes=100&backups=2" % path)

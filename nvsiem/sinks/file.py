@@ -16,7 +16,7 @@ from typing import Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..config import parse_bool, parse_size
-from ..spool import join_lines
+from ..spool import cut_torn_tail, join_lines
 from .base import Sink, SinkError
 
 
@@ -31,7 +31,7 @@ class RotatingFile:
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         self._file = open(path, "ab", buffering=0)
-        self._size = self._file.tell()
+        self._size = cut_torn_tail(path, self._file.tell())
 
     def write_lines(self, lines: Sequence[bytes]) -> None:
         data = join_lines(lines)
