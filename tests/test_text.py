@@ -118,3 +118,23 @@ def test_integers_go_never_prints_are_kept_as_text_and_noted():
         frame = (head + body % value).encode()
         assert fast_record(frame, 0) == _parse(frame, 0)
         assert record(head + body % value).data["server_port"] == number
+
+
+def test_floats_go_never_prints_are_kept_as_text_and_noted():
+    # Go's %v prints a float32 as 10, 7.5 or 1e+06 (§3.2): float()'s "_",
+    # spaces, "nan" and non-ASCII digits are not numbers NeuVector sent.
+    from nvparser._decode import _parse
+    from nvparser._fast import fast_record
+    from nvsamples import load_samples
+
+    (line,) = [s.lines[0] for s in load_samples() if b"score_v3=10," in s.lines[0]]
+    for value in ("1_0", " 7.5", "nan", "\u0667.\u0665", "7.5 ", "+7.5"):
+        frame = line.replace(b"score_v3=10,", b"score_v3=" + value.encode() + b",")
+        assert fast_record(frame, 0) is None, value  # the fast path leaves it to the general one
+        event = parse_frame(frame)
+        assert event.data["score_v3"] == value
+        assert event.notes == ("score_v3 is not a number: %r" % value,)
+    for value, number in (("7.5", 7.5), ("10", 10.0), ("-0.5", -0.5), ("1e+06", 1e6)):
+        frame = line.replace(b"score_v3=10,", b"score_v3=" + value.encode() + b",")
+        assert parse_frame(frame).data["score_v3"] == number and not parse_frame(frame).notes
+        assert (fast_record(frame, 0) or _parse(frame, 0)) == _parse(frame, 0)

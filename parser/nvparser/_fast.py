@@ -216,7 +216,11 @@ def _text_body(raw: bytes, start: int) -> Optional[dict]:
         for i in plan.bools:
             values[i] = BOOLS[values[i]]
         for i in plan.floats:
-            values[i] = float(values[i])
+            value = values[i]
+            # The common form only (10, 9.8); any other goes to the general path, which checks it.
+            if not (value.isascii() and value.replace(".", "", 1).isdigit()):
+                return None
+            values[i] = float(value)
     except (ValueError, KeyError):
         return None  # a value of the wrong type: the general path notes it
     for i, key in plan.lists:

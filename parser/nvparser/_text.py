@@ -200,15 +200,20 @@ def is_go_int(text: str) -> bool:
 
 
 
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+# A float32 as Go's %v prints it: 10, 7.5, -0.5, 1e+06 (ASCII only).
+_GO_FLOAT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?\Z")
 
 
-_SCALAR_FITS = {"int": is_go_int, "float": _is_float, "bool": lambda text: text in ("true", "false")}
+def is_go_float(text: str) -> bool:
+    """Whether ``text`` is a number as Go prints a float32.
+
+    ``float()`` takes more (``1_0``, `` 7.5``, ``nan``, non-ASCII digits):
+    such a value is kept as text and noted.
+    """
+    return _GO_FLOAT.match(text) is not None
+
+
+_SCALAR_FITS = {"int": is_go_int, "float": is_go_float, "bool": lambda text: text in ("true", "false")}
 
 
 def _longest_increasing(keys, position) -> set:
@@ -265,6 +270,8 @@ def _to_int(key: str, value: str) -> int:
 
 
 def _to_float(key: str, value: str) -> float:
+    if not is_go_float(value):
+        raise ValueError(value)
     return float(value)
 
 
