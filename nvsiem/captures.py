@@ -24,6 +24,7 @@ dump that are not nc's, or that leave a hole, become dead letters (the line
 and why); a frame the hole cut short is dead-lettered too, never passed off
 as a record.
 """
+from itertools import chain
 from typing import Iterable, Iterator, List, NamedTuple
 
 from nvparser import DeadLetter, Parser, Record
@@ -78,7 +79,7 @@ class CaptureReader:
                 if len(reads) >= _SAMPLE_READS or size >= _SAMPLE_BYTES or len(sample) >= _SAMPLE_ITEMS:
                     break
             self.transport, self.why = _detect(reads)
-            items = _chain(sample, items)
+            items = chain(sample, items)
         if self.transport == "udp":
             return self._datagrams(items)
         return self._stream(items)
@@ -208,11 +209,6 @@ def _runs_datagrams_together(data: bytes) -> bool:
 def _cut(events: List, reason: str) -> List:
     """Frames that did not end as NeuVector ends frames -> dead letters saying why."""
     return [DeadLetter(e.raw, reason, e.offset) if isinstance(e, (Record, DeadLetter)) else e for e in events]
-
-
-def _chain(first: list, rest) -> Iterator:
-    yield from first
-    yield from rest
 
 
 def events_from_hexdump(dump: Iterable[bytes], max_frame: int = 65536,

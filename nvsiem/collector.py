@@ -179,10 +179,9 @@ class Collector:
                                  "sink)" % (redact_url(given[name]), redact_url(url)))
             given[name] = url
         wanted = {}
-        for url in given.values():
+        for name, url in given.items():
             _, types = split_collector_options(url)
             sink = open_sink(url)
-            name = sink_id(url)
             reader = self.spool.reader(name, types, sink.describe())
             wanted[name] = SinkWorker(sink, reader, self.metrics, self.config.retry_max)
         for name in self.spool.cursor_names():

@@ -5,6 +5,7 @@ One function reads every kind of input a user points the commands at, so
 """
 import os
 import re
+from itertools import chain
 import select
 import stat
 from typing import IO, Iterator, List
@@ -40,18 +41,12 @@ def read_events(stream: IO[bytes], kind: str = "auto", max_frame: int = 65536) -
     if kind == "hexdump":
         from nvsiem.captures import events_from_hexdump
 
-        yield from events_from_hexdump((data for data in _chain(head, reads) if data), max_frame)
+        yield from events_from_hexdump((data for data in chain((head,), reads) if data), max_frame)
         return
     parser = Parser(max_frame=max_frame)
-    for data in _chain(head, reads):
+    for data in chain((head,), reads):
         yield parser.feed(data) if data else parser.flush()
     yield parser.close()
-
-
-def _chain(head: bytes, reads: Iterator[bytes]) -> Iterator[bytes]:
-    if head:
-        yield head
-        yield from reads
 
 
 def _reads(stream: IO[bytes]) -> Iterator[bytes]:

@@ -30,11 +30,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "json", level: str = "info") -> None:
-    """Log to stderr; ValueError for a format or level not in ``FORMATS`` / ``LEVELS``."""
-    if fmt not in FORMATS:
-        raise ValueError("log format %r is not one of %s" % (fmt, ", ".join(FORMATS)))
-    if level.lower() not in LEVELS:
-        raise ValueError("log level %r is not one of %s" % (level, ", ".join(LEVELS)))
+    """Log to stderr; ``fmt`` and ``level`` as ``config`` checked them (``FORMATS``, ``LEVELS``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))

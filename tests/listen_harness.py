@@ -22,6 +22,8 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+import pytest
+
 from loopback import free_port, wait_until
 from nvsamples import load_samples
 
@@ -180,6 +182,21 @@ class ControlledSink(Sink):
     @property
     def seqs(self) -> collections.Counter:
         return collections.Counter(seq_of(r) for r in self.records)
+
+
+@pytest.fixture
+def controlled(monkeypatch):
+    """``test://`` URLs open a ``ControlledSink``; the collectors appended to the list are stopped after the test."""
+    from nvsiem.sinks import SINKS
+
+    monkeypatch.setitem(SINKS, "test", "listen_harness:ControlledSink")
+    ControlledSink.instances.clear()
+    made = []
+    yield made
+    for sink in ControlledSink.instances:
+        sink.set_mode("ok")
+    for c in made:
+        c.stop()
 
 
 def start_collector(tmp_path: Path, listen: List[str], to: List[str] = None, **settings):

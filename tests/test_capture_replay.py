@@ -4,6 +4,7 @@ The frames are the reference samples sent as NeuVector sends them; what
 replay gives is compared with the hand-written expected records of those
 samples, and what capture writes with what nc.traditional writes.
 """
+import contextlib
 import json
 import signal
 import socket
@@ -159,7 +160,7 @@ def test_capture_keep_open_takes_connections_in_turn_and_replay_restarts_the_str
 
 
 def _tcp_receiver(count: int):
-    """A TCP server on 127.0.0.1 keeping the bytes of ``count`` connections."""
+    """A TCP server on 127.0.0.1 keeping what ``count`` connections sent: (arrival time, bytes) per read."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(WAIT)
     connections = []
@@ -168,16 +169,29 @@ def _tcp_receiver(count: int):
         with server:
             for _ in range(count):
                 conn, _ = server.accept()
-                received = bytearray()
-                connections.append(received)
+                reads = []
+                connections.append(reads)
                 with conn:
                     conn.settimeout(WAIT)
                     for data in iter(lambda: conn.recv(65536), b""):
-                        received += data
+                        reads.append((time.monotonic(), data))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     return server.getsockname()[1], thread, connections
+
+
+def _received(reads) -> bytes:
+    return b"".join(data for _, data in reads)
+
+
+@contextlib.contextmanager
+def _udp_receiver():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(WAIT)
+        yield receiver
 
 
 def test_replay_send_tcp_delivers_the_original_bytes_per_connection(tmp_path):
@@ -192,7 +206,7 @@ def test_replay_send_tcp_delivers_the_original_bytes_per_connection(tmp_path):
     status, records, _ = replay(tmp_path, dump, "--send", "tcp://127.0.0.1:%d" % port)
     thread.join(WAIT)
     assert status == 0
-    assert [bytes(c) for c in connections] == streams
+    assert [_received(c) for c in connections] == streams
     assert_same_records(records, expected(SAMPLES))
 
 
@@ -200,10 +214,7 @@ def test_replay_of_a_tcp_capture_sends_udp_one_frame_a_datagram(tmp_path):
     stream = b"".join(FRAMES)
     dump = tmp_path / "tcp.hex"
     dump.write_text("".join(format_hexdump("<", i, stream[i:i + 5000]) for i in range(0, len(stream), 5000)))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
-        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        receiver.bind(("127.0.0.1", 0))
-        receiver.settimeout(WAIT)
+    with _udp_receiver() as receiver:
         status, records, _ = replay(tmp_path, dump, "--transport", "tcp",
                                     "--send", "udp://127.0.0.1:%d" % receiver.getsockname()[1])
         got = [receiver.recv(65536) for _ in FRAMES]
@@ -215,22 +226,11 @@ def test_replay_rate_paces_frames_of_a_tcp_capture(tmp_path):
     frames = FRAMES[:6]
     dump = tmp_path / "tcp.hex"
     dump.write_text(format_hexdump("<", 0, b"".join(frames)))  # one read holding all six
-    server = socket.create_server(("127.0.0.1", 0))
-    arrivals = []
-
-    def serve():
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(WAIT)
-            for data in iter(lambda: conn.recv(65536), b""):
-                arrivals.append((time.monotonic(), data))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    status, _, _ = replay(tmp_path, dump, "--send", "tcp://127.0.0.1:%d" % server.getsockname()[1], "--rate", "10")
+    port, thread, connections = _tcp_receiver(1)
+    status, _, _ = replay(tmp_path, dump, "--send", "tcp://127.0.0.1:%d" % port, "--rate", "10")
     thread.join(WAIT)
-    server.close()
-    assert status == 0 and b"".join(d for _, d in arrivals) == b"".join(frames)
+    (arrivals,) = connections
+    assert status == 0 and _received(arrivals) == b"".join(frames)
     # 6 frames at 10 a second: the last leaves half a second after the first, not with it.
     assert arrivals[-1][0] - arrivals[0][0] >= 0.4
 
@@ -241,10 +241,7 @@ def test_replay_send_udp_keeps_datagram_boundaries(tmp_path):
     frames = syslog_frames(samples)
     dump = tmp_path / "udp.hex"
     nc_capture(dump, frames, udp=True)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
-        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        receiver.bind(("127.0.0.1", 0))
-        receiver.settimeout(WAIT)
+    with _udp_receiver() as receiver:
         status, records, _ = replay(tmp_path, dump, "--transport", "udp",
                                     "--send", "udp://127.0.0.1:%d" % receiver.getsockname()[1])
         got = [receiver.recv(65536) for _ in frames]

@@ -18,26 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from listen_harness import (CollectorProcess, ControlledSink, delivered, frames, numbered, sample, seq_of,
-                            start_collector)
+from listen_harness import (CollectorProcess, ControlledSink, controlled, delivered, frames,  # noqa: F401
+                            numbered, sample, seq_of, start_collector)
 from loopback import free_port, wait_until
-from nvsiem.sinks import SINKS
 from nvsiem.sinks.file import FileSink
 from nvsiem.sources.webhook import WebhookSource
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def controlled(monkeypatch):
-    monkeypatch.setitem(SINKS, "test", "listen_harness:ControlledSink")
-    ControlledSink.instances.clear()
-    made = []
-    yield made
-    for sink in ControlledSink.instances:
-        sink.set_mode("ok")
-    for c in made:
-        c.stop()
 
 
 def parsed(c) -> float:

@@ -12,11 +12,11 @@ from argparse import Namespace
 
 import pytest
 
-from listen_harness import REPO, ControlledSink, frames, numbered, sample, start_collector
+from listen_harness import REPO, ControlledSink, controlled, frames, numbered, sample, start_collector  # noqa: F401
 from loopback import wait_until
 from nvsiem import config
 from nvsiem.collector import Collector
-from nvsiem.sinks import SINKS, split_collector_options
+from nvsiem.sinks import split_collector_options
 
 
 def listen(tmp_path, *args, timeout=20):
@@ -124,18 +124,6 @@ def test_a_metrics_address_in_use_is_named(tmp_path):
 
 
 # -- webhooks ---------------------------------------------------------------
-
-@pytest.fixture
-def controlled(monkeypatch):
-    monkeypatch.setitem(SINKS, "test", "listen_harness:ControlledSink")
-    ControlledSink.instances.clear()
-    made = []
-    yield made
-    for sink in ControlledSink.instances:
-        sink.set_mode("ok")
-    for c in made:
-        c.stop()
-
 
 @pytest.mark.slow
 def test_a_full_spool_answers_webhooks_500_well_within_neuvectors_5_s(tmp_path, controlled):

@@ -206,23 +206,27 @@ def _text_body(raw: bytes, start: int) -> Optional[dict]:
     if plan.glue and not _rejoin(kv, plan):
         return None
     values = kv[2::2]
+    # Numbers as Go prints them; int() and float() also take "4_43", " 443",
+    # "+443" and non-ASCII digits. An ASCII line (known in O(1)) has no
+    # value to ask about the latter. Any other value is the general path's,
+    # which keeps it as text and notes it.
+    ascii_line = line.isascii()
     for i in plan.ints:
         value = values[i]
-        # What Go prints; int() also takes "4_43", " 443", "+443" and non-ASCII digits.
-        if not (value.isdigit() or value[:1] == "-" and value[1:].isdigit()) or not value.isascii():
-            return None  # the general path keeps it as text and notes it
+        if not (value.isdigit() or value[:1] == "-" and value[1:].isdigit()) or not ascii_line and not value.isascii():
+            return None
         values[i] = int(value)
+    for i in plan.floats:
+        value = values[i]
+        # The common form only (10, 9.8); the general path reads the others.
+        if not value.replace(".", "", 1).isdigit() or not ascii_line and not value.isascii():
+            return None
+        values[i] = float(value)
     try:
         for i in plan.bools:
             values[i] = BOOLS[values[i]]
-        for i in plan.floats:
-            value = values[i]
-            # The common form only (10, 9.8); any other goes to the general path, which checks it.
-            if not (value.isascii() and value.replace(".", "", 1).isdigit()):
-                return None
-            values[i] = float(value)
-    except (ValueError, KeyError):
-        return None  # a value of the wrong type: the general path notes it
+    except KeyError:
+        return None  # not true or false: the general path notes it
     for i, key in plan.lists:
         value = values[i]
         if value[:1] != "[" or value[-1:] != "]":
