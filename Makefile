@@ -9,13 +9,16 @@ SPLUNK_SDK_WHEEL := .cache/wheels/splunk_sdk-3.0.1-py3-none-any.whl
 PARSER_TESTS := tests/test_framing.py tests/test_text.py tests/test_decode.py tests/test_fuzz.py \
                 tests/test_samples.py tests/test_text_json_equivalence.py tests/test_webhook.py tests/test_hexdump.py
 # Splunk 9 runs Python 3.9 and Splunk 10 Python 3.13: the parser core is tested
-# on both (standard library only there, so its json path is the one tested).
+# on both as the Splunk app runs it (standard library only: its json path, no
+# C accelerator), then the fast path again with the accelerator built.
+SPEEDUPS_TESTS := tests/test_speedups.py tests/test_decode.py tests/test_text.py
 PYENV_ROOT ?= $(HOME)/.pyenv
 PARSER_PYTHONS ?= $(lastword $(wildcard $(PYENV_ROOT)/versions/3.9.*/bin/python3)) $(lastword $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin/python3))
 
 .PHONY: run test test-parser-pythons bench splunk-app system-deps clean
 
-$(STAMP): setup.cfg pyproject.toml
+# setup.py builds the parser's optional C accelerator in place.
+$(STAMP): setup.cfg setup.py pyproject.toml parser/nvparser/_speedups.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[fast,test]'
@@ -37,10 +40,17 @@ test-parser-pythons:
 	@[ $(words $(PARSER_PYTHONS)) -ge 2 ] || { \
 	  echo "test-parser-pythons needs Python 3.9 and 3.13: pyenv install 3.9 3.13, or PARSER_PYTHONS='python3.9 python3.13' (found: $(PARSER_PYTHONS))"; exit 1; }
 	@for py in $(PARSER_PYTHONS); do \
-	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
-	  [ -x .venv-$$v/bin/pytest ] || { $$py -m venv .venv-$$v && .venv-$$v/bin/pip install -q pytest hypothesis; } || exit 1; \
-	  echo "parser tests on Python $$v"; \
-	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider $(PARSER_TESTS) || exit 1; \
+	  v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); venv=.venv-$$v; \
+	  $$venv/bin/python -c 'import pytest, hypothesis, setuptools' 2>/dev/null || \
+	    { $$py -m venv $$venv && $$venv/bin/pip install -q pytest hypothesis setuptools; } || exit 1; \
+	  so=parser/nvparser/_speedups$$($$py -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'); \
+	  rm -f $$so; \
+	  echo "parser tests on Python $$v, pure Python (as the Splunk app runs them)"; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(PARSER_TESTS) || exit 1; \
+	  echo "parser tests on Python $$v, with the C accelerator"; \
+	  $$venv/bin/python setup.py -q build_ext --inplace --build-temp .cache/build-$$v >/dev/null 2>&1; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(SPEEDUPS_TESTS); status=$$?; \
+	  rm -f $$so; [ $$status = 0 ] || exit 1; \
 	done
 
 bench: $(STAMP)

@@ -10,6 +10,8 @@ Each round measures, on the same file and pinned to one core:
 * ``…, 64 KiB feeds``: the same fed as the collector feeds it: fewer records
   alive per call, so they are still in the CPU cache;
 * ``JSON mode, stdlib json``: the same without orjson (it is optional);
+* ``text mode, pure Python``: 64 KiB feeds without the C accelerator
+  (``nvparser._speedups``, optional), as the Splunk app runs it;
 * ``text mode + json_dumps``: records serialised too, as a sink would.
 
 Rows print records/s and the cost relative to the floor of the same round
@@ -71,6 +73,16 @@ def stdlib_json(path: Path) -> float:
         _fast.json_loads_from = saved
 
 
+def pure_python(path: Path) -> float:
+    """Text mode where the C accelerator was not built (and in the Splunk app)."""
+    saved = _fast.split_body, _fast.build
+    _fast.split_body, _fast.build = _fast._split_body, _fast._build
+    try:
+        return parse(path, chunk_size=1 << 16)
+    finally:
+        _fast.split_body, _fast.build = saved
+
+
 def replay_capture(work: Path, megabytes: int) -> None:
     """``nvsiem replay`` of a capture of ``megabytes`` MB: the time, and its peak memory."""
     dump = (REPO / "examples" / "syslog-dump.hex").read_bytes()
@@ -101,7 +113,8 @@ def main() -> int:
     text, js = work / "text.log", work / "json.log"
     size_text = corpus.write(text, args.records, "text")
     size_json = corpus.write(js, args.records, "json")
-    rows = {"floor (read lines, text file)": [], "text mode": [], "text mode, 64 KiB feeds": [], "JSON mode": [],
+    rows = {"floor (read lines, text file)": [], "text mode": [], "text mode, 64 KiB feeds": [],
+            "text mode, 64 KiB feeds, pure Python": [], "JSON mode": [],
             "JSON mode, 64 KiB feeds": [],
             "JSON mode, stdlib json": [], "text mode + json_dumps": []}
     ratios = {k: [] for k in rows}
@@ -111,6 +124,7 @@ def main() -> int:
             "floor (read lines, text file)": base,
             "text mode": parse(text),
             "text mode, 64 KiB feeds": parse(text, chunk_size=1 << 16),
+            "text mode, 64 KiB feeds, pure Python": pure_python(text),
             "JSON mode": parse(js),
             "JSON mode, 64 KiB feeds": parse(js, chunk_size=1 << 16),
             "JSON mode, stdlib json": stdlib_json(js),

@@ -9,7 +9,9 @@ splunk-sdk installed in the Python running the build. The package holds:
 
 * ``splunk_app/neuvector_siem/`` as it is in the source tree (no ``local/``,
   no ``local.meta``, no caches or dotfiles);
-* ``lib/nvparser``: the whole parser;
+* ``lib/nvparser``: the parser's Python modules (not its optional C
+  accelerator: the app must run wherever Splunk does, and the pure-Python
+  path gives the same records);
 * ``lib/nvsiem_splunk`` and ``lib/splunklib``: only the modules the scripts
   in ``bin/`` import, followed import by import (splunklib's
   ``searchcommands/`` is not among them, and AppInspect flags its threads);

@@ -285,4 +285,6 @@ def test_dockerfile_copies_paths_that_exist():
     for sources in copies:
         for source in sources:
             assert (ROOT / source).exists(), source
+    # everything pip needs to build the package, its C accelerator included
+    assert {"setup.cfg", "setup.py", "pyproject.toml", "parser/nvparser"} <= {s for c in copies for s in c}
     assert 'ENTRYPOINT ["nvsiem"]' in dockerfile

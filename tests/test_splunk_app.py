@@ -506,6 +506,8 @@ def test_package_layout_and_modes(package):
     assert {"nvparser/__init__.py", "nvparser/schema.py", "splunklib/__init__.py",
             "splunklib/modularinput/script.py"} <= lib
     assert not any(n.startswith("splunklib/searchcommands") for n in lib)
+    # no compiled code (AppInspect flags binaries): the parser's C accelerator stays out
+    assert not [n for n in lib if n.startswith("nvparser/") and not n.endswith(".py")]
     assert any(n.startswith("splunk_sdk-") and n.endswith("licenses/LICENSE") for n in lib)
 
 

@@ -12,21 +12,19 @@ Where the time goes is memory, more than instructions: a ~1 KB frame gives
 fresh. So the body is never copied out of the line (the key=value split
 runs over the whole line and the header is read from a short prefix), and
 a record's keys are the plan's own strings, shared by every record, rather
-than the ones the split just made.
+than ones a split makes.
 
-Most bodies hold no "," or "=" inside a value. For those, one
-``str.split`` after ``replace`` cuts keys and values at half the cost of
-the ``,key=`` regex. Which kind a body is shows in the order of its
-separators (``raw.translate`` keeps only them): they must alternate ``=``,
-``,``, ``=``. Counting them is not enough: ``rest_request=a=rest_body,b``
-has one "=" and one "," too many, and would read as two fields.
+The two steps that make those objects, splitting a body (``_split_body``)
+and building its typed dict (``_build``), have C twins in the optional
+``_speedups`` module, which halve the cost of a text record; both give the
+same results (tests/test_speedups.py).
 """
 from typing import Dict, Optional, Tuple, Union
 
 from ._codec import json_loads_from
 from ._events import Record
 from .schema import FIELDS, FREE_TEXT
-from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, is_go_int, split_list, split_map
+from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split_map
 
 # NeuVector's header is ~100 characters; one longer takes the general path.
 _HEADER_SPAN = 256
@@ -179,23 +177,9 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
 
 
 def _text_body(raw: bytes, start: int) -> Optional[dict]:
-    """The typed fields of a body ``notification=…`` starting at ``raw[start]``.
-
-    The header holds no "," or "=" (``_header``), so both splits below start
-    their list with the header and "notification", then the type.
-    """
-    line = raw.decode("utf-8")
-    if _ALTERNATING.startswith(raw.translate(None, _NOT_SEPARATOR)):
-        # No value holds "," or "=": one C-level split gives keys and values.
-        kv = line.replace(",", "=").split("=")
-        if len(kv) % 2:  # a "," ended the body
-            return None
-        del kv[0]
-    else:
-        kv = _CANDIDATE.split(line)  # over the whole line: no copy of the body
-        kv[0] = kv[0][start + 13:]
-    # One joined string hashes faster than a tuple of ~40 fresh ones (keys hold no ",").
-    signature = (kv[0], ",".join(kv[1::2]))
+    """The typed fields of a body ``notification=…`` starting at ``raw[start]``."""
+    notification, joined, values = split_body(raw, start)
+    signature = (notification, joined)
     plan = _PLANS.get(signature)
     if plan is None:
         if len(_PLANS) > 4096:  # bounded: odd streams must not grow it
@@ -203,52 +187,96 @@ def _text_body(raw: bytes, start: int) -> Optional[dict]:
         plan = _PLANS[signature] = _plan(signature)
     if not plan:
         return None
-    if plan.glue and not _rejoin(kv, plan):
+    if plan.glue:
+        values = _rejoined(raw, start, joined, plan)
+        if values is None:
+            return None
+    data = build(plan.template, plan.keys, values, plan.ints, plan.floats, plan.bools)
+    if data is None:
         return None
-    values = kv[2::2]
-    # Numbers as Go prints them; int() and float() also take "4_43", " 443",
-    # "+443" and non-ASCII digits. An ASCII line (known in O(1)) has no
-    # value to ask about the latter. Any other value is the general path's,
-    # which keeps it as text and notes it.
-    ascii_line = line.isascii()
-    for i in plan.ints:
-        value = values[i]
-        if not (value.isdigit() or value[:1] == "-" and value[1:].isdigit()) or not ascii_line and not value.isascii():
-            return None
-        values[i] = int(value)
-    for i in plan.floats:
-        value = values[i]
-        # The common form only (10, 9.8); the general path reads the others.
-        if not value.replace(".", "", 1).isdigit() or not ascii_line and not value.isascii():
-            return None
-        values[i] = float(value)
-    try:
-        for i in plan.bools:
-            values[i] = BOOLS[values[i]]
-    except KeyError:
-        return None  # not true or false: the general path notes it
+    keys = plan.keys
     for i, key in plan.lists:
         value = values[i]
         if value[:1] != "[" or value[-1:] != "]":
             return None
-        values[i] = split_list(key, value[1:-1])
+        data[keys[i]] = split_list(key, value[1:-1])
     for i in plan.maps:
         value = values[i]
         if value[:4] != "map[" or value[-1:] != "]":
             return None
-        values[i] = split_map(value[4:-1])
-    data = plan.template.copy()
-    data.update(zip(plan.keys, values))
+        data[keys[i]] = split_map(value[4:-1])
     return data
 
 
-def _rejoin(kv: list, plan: _Plan) -> bool:
-    """Put unknown keys back into their values; False when the general path must decide."""
-    for start, end in plan.glue:
-        kv[start:end] = [_joined(kv[start:end])]
-    # The general path first checks that every integer looks like one Go
-    # prints (int() also takes " 5" or "1_0"); where not, it weighs other cuts.
-    return all(is_go_int(kv[2 + 2 * i]) for i in plan.ints)
+def _split_body(raw: bytes, start: int) -> Tuple[str, str, list]:
+    """``notification=TYPE,k1=v1,…`` at ``raw[start]`` -> ``(TYPE, "k1,k2,…", [v1, v2, …])``."""
+    kv = _pieces(raw, start)
+    return kv[0], ",".join(kv[1::2]), kv[2::2]  # one joined string hashes faster than ~40 fresh ones
+
+
+def _pieces(raw: bytes, start: int) -> list:
+    """``[TYPE, k1, v1, k2, v2, …]`` for the body at ``raw[start]``.
+
+    Cut at every ``,key=`` as ``_CANDIDATE`` cuts. Where the separators
+    alternate (no value holds "," or "="), one ``str.split`` cuts at each of
+    them at half the cost; that reads ``, application=`` as a key too, which
+    no plan knows, so the record comes out the same. The header holds no ","
+    or "=" (``_header``): both splits run over the whole line, with no copy
+    of the body. Raises UnicodeDecodeError on invalid UTF-8.
+    """
+    line = raw.decode("utf-8")
+    if _ALTERNATING.startswith(raw.translate(None, _NOT_SEPARATOR)):
+        kv = line.replace(",", "=").split("=")
+        if not len(kv) % 2:  # else a "," ended the body: the regex keeps it in the value
+            del kv[0]
+            return kv
+    kv = _CANDIDATE.split(line)
+    kv[0] = kv[0][start + 13:]
+    return kv
+
+
+def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple, bools: tuple) -> Optional[dict]:
+    """``template`` with ``keys[i]`` set to ``values[i]``, typed; None when a typed value does not fit.
+
+    Numbers only as Go prints them: ``int()`` and ``float()`` also take
+    "4_43", " 443", "+443" and non-ASCII digits. Any other value is the
+    general path's, which keeps it as text and notes it.
+    """
+    for i in ints:  # typed in place: the caller reads only other values after
+        value = values[i]
+        if not (value.isdigit() or value[:1] == "-" and value[1:].isdigit()) or not value.isascii():
+            return None
+        values[i] = int(value)
+    for i in floats:
+        value = values[i]
+        # The common form only (10, 9.8); the general path reads the others.
+        if not value.replace(".", "", 1).isdigit() or not value.isascii():
+            return None
+        values[i] = float(value)
+    try:
+        for i in bools:
+            values[i] = BOOLS[values[i]]
+    except KeyError:
+        return None  # not true or false: the general path notes it
+    data = template.copy()
+    data.update(zip(keys, values))
+    return data
+
+
+try:  # the same two functions in C, where they were compiled (setup.py)
+    from ._speedups import build, split_body
+except ImportError:  # pragma: no cover - which runs depends on the install
+    build, split_body = _build, _split_body
+
+
+def _rejoined(raw: bytes, start: int, joined: str, plan: _Plan) -> Optional[list]:
+    """The values with unknown keys put back into them; None when the general path must decide."""
+    kv = _pieces(raw, start)
+    if ",".join(kv[1::2]) != joined:
+        return None  # the C split cut otherwise (see _pieces)
+    for first, end in plan.glue:
+        kv[first:end] = [_joined(kv[first:end])]
+    return kv[2::2]
 
 
 def _json_body(raw: bytes, start: int) -> Optional[dict]:
