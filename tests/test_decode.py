@@ -260,3 +260,11 @@ def test_bom_before_the_body_keeps_the_rfc5424_header():
     assert data["syslog"] == {"pri": 134, "facility": 16, "severity": 6, "version": 1,
                               "timestamp": "2025-03-14T08:00:13Z", "hostname": "h",
                               "app_name": "a", "procid": "1", "msgid": "neuvector"}
+
+
+def test_records_with_the_same_header_do_not_share_its_syslog_object():
+    # The fast path decodes a header once and gives each record a copy.
+    frame = ("<134>1 2025-03-14T08:00:13Z h a 1 neuvector - " + BODY).encode()
+    first = parse_frame(frame).data
+    first["syslog"]["hostname"] = "changed by a sink"
+    assert parse_frame(frame).data["syslog"]["hostname"] == "h"

@@ -116,13 +116,14 @@ _NOT_SEPARATOR = bytes(b for b in range(256) if b not in b",=")
 # What the separators of "notification=t,k=v,...,k=v" are, for up to 4096 keys.
 _ALTERNATING = b"=," * 4096
 
-# header bytes ("<PRI>1 TS HOST APP PID MSGID") -> (pri, the syslog fields),
+# header bytes ("<PRI>1 TS HOST APP PID MSGID") -> the record's syslog object,
 # or False when the general path must read it. One controller sends the same
-# header for every event of a second, so it is split and decoded once.
-_HEADERS: Dict[bytes, Union[tuple, bool]] = {}
+# header for every event of a second, so it is split and decoded once, and
+# each record gets a copy.
+_HEADERS: Dict[bytes, Union[dict, bool]] = {}
 
 
-def _header(head: bytes) -> Union[tuple, bool]:
+def _header(head: bytes) -> Union[dict, bool]:
     parts = head.split(b" ")
     if len(parts) != 6 or b"," in head or b"=" in head:
         return False
@@ -131,10 +132,15 @@ def _header(head: bytes) -> Union[tuple, bool]:
         # "<134>1": anything else (RFC 3164, no PRI) is the general path's
         return False
     try:
-        fields = tuple(None if p == b"-" else p.decode("utf-8") for p in parts[1:])
+        timestamp, hostname, app_name, procid, msgid = (None if p == b"-" else p.decode("utf-8") for p in parts[1:])
     except UnicodeDecodeError:
         return False
-    return (int(pri[1:-2]),) + fields
+    number = int(pri[1:-2])
+    return {
+        "pri": number, "facility": number >> 3, "severity": number & 7, "version": 1,
+        "timestamp": timestamp, "hostname": hostname, "app_name": app_name,
+        "procid": procid, "msgid": msgid,
+    }
 
 
 def fast_record(raw: bytes, offset: int) -> Optional[Record]:
@@ -167,12 +173,7 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
         return None
     if data is None:
         return None
-    pri, timestamp, hostname, app_name, procid, msgid = header
-    data["syslog"] = {
-        "pri": pri, "facility": pri >> 3, "severity": pri & 7, "version": 1,
-        "timestamp": timestamp, "hostname": hostname, "app_name": app_name,
-        "procid": procid, "msgid": msgid,
-    }
+    data["syslog"] = header.copy()
     return _new_record(Record, (data, raw, offset, ()))
 
 
