@@ -52,3 +52,17 @@ def test_bad_bodies_are_dead_letters(body, reason):
     event = parse_webhook(body)
     assert type(event) is DeadLetter and reason in event.reason
     assert event.raw == body
+
+
+@pytest.mark.parametrize("comment", ["raise to level=HIGH, then page", "x,level=Info,y", "see ,name=a,level=b"])
+def test_a_comment_holding_name_or_level_keys_stays_whole(comment):
+    # The record starts where NeuVector's key order does: [name,] level, reported_timestamp.
+    kv = parse_webhook(("level=INFORMATIONAL,cluster=prod,comment=%s,%s" % (comment, EVENT_KV)).encode())
+    assert type(kv) is Record and kv.data["webhook"]["comment"] == comment
+    assert kv.data["name"] == "Container.Start" and kv.data["reported_timestamp"] == 1741939083
+    record = ('"name":"User.Login","level":"Info","reported_timestamp":1741939212,"reported_at":"2025-03-14T07:60:12Z",'
+              '"cluster_name":"prod","category":"AUTH","user":"admin","message":"ok"}')
+    comment = comment.replace(",", '","').replace("=", '":"')  # the same trap in JSON's form
+    js = parse_webhook(('{"cluster":"prod","comment":"%s",%s' % (comment, record)).encode())
+    assert type(js) is Record and js.data["webhook"]["comment"] == comment
+    assert js.data["name"] == "User.Login" and js.data["user"] == "admin"

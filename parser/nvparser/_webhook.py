@@ -15,6 +15,9 @@ from ._text import _CANDIDATE, coerce_floats
 
 _KV_LEVEL = re.compile(r"level=([A-Z]+),cluster=")
 _JSON_LEVEL = re.compile(r'\{(?:"level":"([A-Z]+)",)?"cluster":"')
+# Where the record starts, in NeuVector's key order: [name,] level, reported_timestamp.
+_KV_RECORD = re.compile(r",(?:name=[^,]*,)?level=[A-Za-z]+,reported_timestamp=")
+_JSON_RECORD = re.compile(r'","(?:name":"[^"]*",")?level":"[A-Za-z]+","reported_timestamp":')
 _DETAILS_CLUSTER = re.compile(r"\ncluster: ([^,\n]*)")
 _CHAT_LEVEL = re.compile(r"\w+: ([A-Z]+) level(?:, Comment: (.*?))?(?:\*|\n|$)", re.S)
 
@@ -38,7 +41,7 @@ def _parse(body: bytes, offset: int):
         return DeadLetter(body, "empty webhook body", offset)
     notes = []
     if text[:1] == "{":
-        prefix = _spliced_prefix(text, _JSON_LEVEL, '","comment":"', ('","name":', '","level":'))
+        prefix = _spliced_prefix(text, _JSON_LEVEL, '","comment":"', _JSON_RECORD, ('","name":', '","level":'))
         if prefix:
             level, cluster, comment, rest = prefix
             meta = {"format": "json", "cluster": cluster, "comment": comment, "level": level}
@@ -46,7 +49,7 @@ def _parse(body: bytes, offset: int):
         else:
             result, meta = _chat(text, notes)
     else:
-        prefix = _spliced_prefix(text, _KV_LEVEL, ",comment=", (",name=", ",level="))
+        prefix = _spliced_prefix(text, _KV_LEVEL, ",comment=", _KV_RECORD, (",name=", ",level="))
         if prefix is None:
             return DeadLetter(body, "not a NeuVector webhook: key-value body must start 'level=<LEVEL>,cluster=<name>,'", offset)
         level, cluster, comment, rest = prefix
@@ -58,20 +61,28 @@ def _parse(body: bytes, offset: int):
     return Record(result, body, offset, tuple(notes))
 
 
-def _spliced_prefix(text: str, start, comment_sep: str, record_starts):
+def _spliced_prefix(text: str, start, comment_sep: str, record, record_starts):
     """Split NeuVector's unescaped ``cluster``/``comment`` prefix from the record.
 
-    The record starts at its first ``name`` or ``level`` key; the comment, if
-    any, runs up to there. Found with ``str.find``, so the cost stays linear
-    whatever the text holds. Returns (level, cluster, comment, rest) or None.
+    The comment, if any, runs up to the record, which starts with ``name``
+    or ``level`` followed by ``reported_timestamp`` (``record``): so a
+    comment may hold ``,level=`` itself. A record without that order (not
+    from NeuVector's current code) starts at its first ``name`` or ``level``
+    key (``record_starts``). Each search scans a character a bounded number
+    of times, so the cost stays linear whatever the text holds. Returns
+    (level, cluster, comment, rest) or None.
     """
     m = start.match(text)
     if m is None:
         return None
-    ends = [i for i in (text.find(s, m.end()) for s in record_starts) if i >= 0]
-    if not ends:
-        return None
-    end = min(ends)
+    found = record.search(text, m.end())
+    if found is not None:
+        end = found.start()
+    else:
+        ends = [i for i in (text.find(s, m.end()) for s in record_starts) if i >= 0]
+        if not ends:
+            return None
+        end = min(ends)
     spliced = text[m.end():end]
     cluster, sep, comment = spliced.partition(comment_sep)
     return m.group(1), cluster, comment if sep else None, text[end:]
