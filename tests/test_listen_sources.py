@@ -3,6 +3,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -112,7 +113,7 @@ def test_udp_receiver_that_dies_is_noticed_and_started_again(tmp_path, collector
     assert delivered(out) == {i: 1 for i in range(100)}
 
 
-def test_udp_receiver_on_a_full_disk_drops_and_counts_and_leaves_no_torn_record(tmp_path, capsys):
+def test_udp_receiver_on_a_full_disk_drops_and_counts_and_leaves_no_torn_record(tmp_path, caplog):
     from nvsiem.sources.udp_receiver import Receiver, raw_files
 
     class FullDisk:
@@ -132,7 +133,7 @@ def test_udp_receiver_on_a_full_disk_drops_and_counts_and_leaves_no_torn_record(
     receiver.buf, receiver.buffered = bytearray(b"\x02\x00\x00\x00ab" * 3), 3
     receiver.file = FullDisk(real)
     receiver.flush()
-    assert receiver.dropped == 3 and not receiver.buf and "cannot write raw files" in capsys.readouterr().err
+    assert receiver.dropped == 3 and not receiver.buf and "cannot write raw files" in caplog.text
     receiver.file = real  # room again
     receiver.buf, receiver.buffered = bytearray(b"\x02\x00\x00\x00cd"), 1
     receiver.flush()
@@ -154,10 +155,10 @@ def test_two_udp_listeners_on_one_port_are_refused(tmp_path):
         start_collector(tmp_path, ["udp://127.0.0.1:%d" % port, "udp://127.0.0.2:%d" % port])
 
 
-def test_udp_drops_are_counted_while_the_spool_is_full(tmp_path, collectors):
+def test_udp_drops_are_counted_while_the_spool_is_full(tmp_path, collectors, capfd):
     # No sink confirms anything: the spool fills, then the raw backlog, then the receiver drops.
     down = "fluentd://127.0.0.1:%d?connect_timeout=0.2" % __import__("loopback").free_port()
-    c = start_collector(tmp_path, ["udp://127.0.0.1:0"], [down], spool_quota="200K")
+    c = start_collector(tmp_path, ["udp://127.0.0.1:0"], [down], spool_quota="200K", log_format="text")
     collectors.append(c)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for n, frame in enumerate(frames(0, 3000)):
@@ -168,6 +169,10 @@ def test_udp_drops_are_counted_while_the_spool_is_full(tmp_path, collectors):
     def dropped():
         return sum(s.get() for s in (m._value for m in c.metrics.dropped._metrics.values()))
     wait_until(lambda: dropped() > 0, 10, "the receiver's drops to be counted")
+    # The receiver process logs as the collector was told to (--log-format text).
+    err = capfd.readouterr().err
+    assert re.search(r"ERROR nvsiem\.udp: udp port \d+: parser far behind, dropping datagrams", err), err
+    assert '"logger": "nvsiem.udp"' not in err
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,8 @@ class UdpSource(Source):
         self.child = subprocess.Popen(
             [sys.executable, "-m", "nvsiem.sources.udp_receiver", "--fd", str(fd),
              "--dir", self.directory, "--port", str(self.key), "--parent", str(os.getpid()),
-             "--segment-bytes", str(self.config.spool_segment), "--max-backlog", str(self.config.spool_quota)],
+             "--segment-bytes", str(self.config.spool_segment), "--max-backlog", str(self.config.spool_quota),
+             "--log-format", self.config.log_format, "--log-level", self.config.log_level],
             pass_fds=[fd], env=env, stdout=subprocess.PIPE)
         if self.child.stdout.readline() != b"ready\n":  # receiving before start() returns
             raise OSError("%s: the UDP receiver process did not start (exit status %s)" % (self.label, self.child.wait()))

@@ -20,7 +20,7 @@ disk is full) is cut back, and the datagrams it held are dropped and
 counted the same way: memory stays bounded and the receiver goes on.
 """
 import argparse
-import json
+import logging
 import os
 import signal
 import socket
@@ -28,14 +28,13 @@ import struct
 import sys
 import time
 
+from ..logs import FORMATS, LEVELS, setup_logging
 from ..spool import save_state
 
 _FLUSH_BYTES = 256 << 10
 _FLUSH_SECONDS = 0.01
 
-
-def _log(level: str, message: str) -> None:
-    print(json.dumps({"level": level, "logger": "nvsiem.udp", "msg": message}), file=sys.stderr, flush=True)
+log = logging.getLogger("nvsiem.udp")
 
 
 def raw_name(port: int, number: int) -> str:
@@ -85,7 +84,7 @@ class Receiver:
             self.size += len(self.buf)
             if self.write_error:
                 self.write_error = None
-                _log("info", "udp port %d: writing raw files again" % self.port)
+                log.info("udp port %d: writing raw files again", self.port)
         except OSError as exc:
             try:
                 os.ftruncate(self.file.fileno(), self.size)  # no torn record for the parser
@@ -94,8 +93,7 @@ class Receiver:
             self.dropped += self.buffered
             if str(exc) != self.write_error:
                 self.write_error = str(exc)
-                _log("error", "udp port %d: cannot write raw files (%s): dropping datagrams, counted" % (
-                    self.port, exc))
+                log.error("udp port %d: cannot write raw files (%s): dropping datagrams, counted", self.port, exc)
         self.buf = bytearray()
         self.buffered = 0
 
@@ -105,9 +103,9 @@ class Receiver:
         dropping = backlog > self.max_backlog
         if dropping != self.dropping:
             self.dropping = dropping
-            _log("error" if dropping else "info", "udp port %d: %s (%d raw bytes not parsed yet)" % (
-                self.port, "parser far behind, dropping datagrams" if dropping
-                else "backlog back under its bound, receiving again", backlog))
+            log.log(logging.ERROR if dropping else logging.INFO, "udp port %d: %s (%d raw bytes not parsed yet)",
+                    self.port, "parser far behind, dropping datagrams" if dropping
+                    else "backlog back under its bound, receiving again", backlog)
         try:
             save_state(self.status_path, {"received": self.received, "dropped": self.dropped})
         except OSError:
@@ -171,7 +169,10 @@ def main(argv=None) -> int:
     ap.add_argument("--parent", type=int, required=True)
     ap.add_argument("--segment-bytes", type=int, default=64 << 20)
     ap.add_argument("--max-backlog", type=int, default=1 << 30)
+    ap.add_argument("--log-format", choices=FORMATS, default="json")  # the collector's own settings
+    ap.add_argument("--log-level", choices=LEVELS, default="info")
     args = ap.parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
     sock = socket.socket(fileno=args.fd)
     receiver = Receiver(sock, args.dir, args.port, args.segment_bytes, args.max_backlog)
 
