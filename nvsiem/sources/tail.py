@@ -24,7 +24,9 @@ from ..sinks.file import path_of
 from ..spool import load_state, save_state
 from .base import Source, log
 
-_READ = 1 << 20
+# Fed to the parser as read: ~60 records live at once stay in the CPU cache
+# from parsing to serialising (1 MiB reads made both 1.5-2x slower).
+_READ = 64 << 10
 
 
 class TailSource(Source):
