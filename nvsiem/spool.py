@@ -185,8 +185,9 @@ class Spool:
         # Everything written may already be delivered: start a new segment so the old one can go.
         if self._caught_up():
             self._roll()
-            return self.used_bytes_locked() + size <= self.quota_bytes
-        return False
+        # An append larger than the whole quota goes in once the spool is empty: waiting could never make room.
+        used = self.used_bytes_locked()
+        return used + size <= self.quota_bytes or used == 0
 
     def _caught_up(self) -> bool:
         """Every reader has confirmed the whole active segment (and it is not empty)."""
@@ -511,6 +512,7 @@ class SpoolReader:
         save_state(self._cursor_path, {"segment": self._segment, "offset": self._offset, "sink": self.label})
         with self.spool._lock:
             self.spool._delete_passed()
+            self.spool._lock.notify_all()  # an append waiting for room may now roll past what was confirmed
 
     @property
     def backlog_bytes(self) -> int:

@@ -54,6 +54,17 @@ def test_tcp_many_concurrent_senders_each_record_once(tmp_path, collectors):
     assert delivered(out) == {i: 1 for i in range(senders * per_sender)}
 
 
+def test_a_spool_quota_smaller_than_one_record_still_delivers_everything(tmp_path, collectors):
+    # Each ~1.2 KB record outgrows a 512-byte quota: it goes in once the spool is empty.
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"], spool_quota="512")
+    collectors.append(c)
+    with socket.create_connection(("127.0.0.1", c.sources[0].port)) as s:
+        s.sendall(b"".join(frames(0, 50)))
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: sum(delivered(out).values()) >= 50, what="all records")
+    assert delivered(out) == {i: 1 for i in range(50)}
+
+
 def test_stream_cut_mid_frame_is_a_dead_letter_not_a_record(tmp_path, collectors):
     c = start_collector(tmp_path, ["tcp://127.0.0.1:0"])
     collectors.append(c)

@@ -2,6 +2,7 @@
 import json
 import os
 import threading
+import time
 
 
 from nvsiem import config
@@ -165,6 +166,26 @@ def test_quota_refuses_then_recovers(tmp_path):
     drain(reader)
     assert spool.append([line], timeout=0)
     assert not spool.full and changes == [True, False]
+    spool.close()
+
+
+def test_an_append_larger_than_the_quota_goes_in_once_the_spool_is_empty(tmp_path):
+    # A batch of records (one parser feed) can outgrow a small quota; waiting would never make room.
+    big = [rec(i) for i in range(5)]
+    spool = Spool(str(tmp_path), quota_bytes=len(rec(0)) * 2, segment_bytes=64, fsync_interval=0)
+    reader = spool.reader("a")
+    assert spool.append(big, timeout=0)
+    assert not spool.append(big, timeout=0)  # the first is not delivered yet: the quota holds
+    results = []
+    writer = threading.Thread(target=lambda: results.append(spool.append(big, timeout=5)))
+    writer.start()
+    got, deadline = [], time.monotonic() + 10
+    while len(got) < 10 and time.monotonic() < deadline:
+        got += drain(reader)  # a sink delivering: the spool empties, the second batch goes in
+        time.sleep(0.01)
+    writer.join(10)
+    assert results == [True]
+    assert [json.loads(x)["i"] for x in got] == [0, 1, 2, 3, 4] * 2
     spool.close()
 
 
