@@ -141,14 +141,14 @@ def test_fast_path_agrees_with_the_general_path_on_every_reference_frame():
     assert fast >= 30
 
 
-def test_pieces_cut_at_every_separator_where_they_alternate():
+def test_the_python_split_cuts_at_every_separator_where_they_alternate():
     # The cheaper split, taken when no value holds "," or "=", also cuts
     # before a key that is no name; otherwise the regex's cut.
-    from nvparser._fast import _pieces
+    from nvparser._fast import _split_body
 
-    assert _pieces(b"- notification=x,a b=1,c=2", 2) == ["x", "a b", "1", "c", "2"]
-    assert _pieces(b"- notification=x,a b=1=,c=2", 2) == ["x,a b=1=", "c", "2"]
-    assert _pieces(b"- notification=x,a=1,", 2) == ["x", "a", "1,"]
+    assert _split_body(b"- notification=x,a b=1,c=2", 2) == ("x", "a b,c", ["1", "2"])
+    assert _split_body(b"- notification=x,a b=1=,c=2", 2) == ("x,a b=1=", "c", ["2"])
+    assert _split_body(b"- notification=x,a=1,", 2) == ("x", "a", ["1,"])
 
 
 def test_a_value_holding_key_and_separators_is_not_read_as_fields():

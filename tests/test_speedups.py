@@ -80,18 +80,35 @@ def test_split_body_refuses_bad_arguments(args, error):
         speedups.split_body(*args)
 
 
-# -- build: the template with values typed as Go prints numbers and bools ------
+# -- build: the template with values typed as Go's %v prints them -------------
 
 GO_INT = re.compile(r"-?[0-9]+")
 FAST_FLOAT = re.compile(r"(?=.*[0-9])[0-9]*\.?[0-9]*")  # the fast path's form; the general path reads the rest
+GO_LIST = re.compile(r"\[(.*)\]", re.S)
+GO_MAP = re.compile(r"map\[(.*)\]", re.S)
 
 
-def oracle_build(template, keys, values, ints, floats, bools):
+def go_map(text):
+    inner = GO_MAP.fullmatch(text).group(1)
+    if not inner:
+        return None  # map[]: a nil map, JSON null
+    return dict((pair.split(":", 1) + [""])[:2] for pair in inner.split(" "))
+
+
+RULES = (  # (fits, convert) per kind, in build's argument order
+    (GO_INT.fullmatch, int),
+    (FAST_FLOAT.fullmatch, float),
+    ({"true", "false"}.__contains__, "true".__eq__),
+    (GO_LIST.fullmatch, lambda text: GO_LIST.fullmatch(text).group(1).split(" ")),
+    (GO_MAP.fullmatch, go_map),
+)
+
+
+def oracle_build(template, keys, values, *indexes):
     data = dict(template)
     data.update(zip(keys, values))
-    for indexes, fits, convert in ((ints, GO_INT.fullmatch, int), (floats, FAST_FLOAT.fullmatch, float),
-                                   (bools, {"true", "false"}.__contains__, "true".__eq__)):
-        for i in indexes:
+    for (fits, convert), kind in zip(RULES, indexes):
+        for i in kind:
             if not fits(values[i]):
                 return None
             data[keys[i]] = convert(values[i])
@@ -100,12 +117,17 @@ def oracle_build(template, keys, values, ints, floats, bools):
 
 def typed_items(data):
     """Items with their types: True == 1 and 1 == 1.0 must not pass for each other."""
-    return None if data is None else [(k, type(v), v) for k, v in data.items()]
+    if isinstance(data, dict):
+        return [(k, type(v), typed_items(v)) for k, v in data.items()]
+    if isinstance(data, list):
+        return [typed_items(v) for v in data]
+    return data
 
 
 TEXTS = ["0", "12", "-3", "-0", "-", "", "007", "1_0", " 4", "4 ", "+4", "\u0664", "1.5", "5.", ".5", ".", "1.2.3",
          "-1.5", "1e5", "nan", "true", "false", "True", "FALSE", "9" * 18, "-" + "9" * 18, "9" * 19, "-" + "9" * 19,
-         "18446744073709551616" * 3, "é"]
+         "18446744073709551616" * 3, "é", "[]", "[a b]", "[ ]", "[a  b]", "[", "]", "[x]y", "[é☃ 😀]", "map[]",
+         "map[:admin]", "map[a:b c:d:e f]", "map[ ]", "map[x", "map]", "Map[a:b]", "map[a:b]]"]
 
 
 @st.composite
@@ -113,43 +135,45 @@ def build_args(draw):
     n = draw(st.integers(0, 12))
     keys = tuple("k%d" % i for i in range(n))
     values = draw(st.lists(st.one_of(st.sampled_from(TEXTS), st.text(max_size=4)), min_size=n, max_size=n))
-    kinds = draw(st.lists(st.sampled_from("sifb"), min_size=n, max_size=n))
+    kinds = draw(st.lists(st.sampled_from("sifblm"), min_size=n, max_size=n))
     pick = lambda kind: tuple(i for i in draw(st.permutations(range(n))) if kinds[i] == kind)  # noqa: E731
     template = dict.fromkeys(("notification",) + keys + ("syslog",))
     template["notification"] = "event"
-    return template, keys, values, pick("i"), pick("f"), pick("b")
+    return (template, keys, values) + tuple(pick(kind) for kind in "ifblm")
 
 
 @SETTINGS
 @given(args=build_args())
 def test_build_types_values_as_go_prints_them(args):
-    template, keys, values, ints, floats, bools = args
-    expected = typed_items(oracle_build(template, keys, values, ints, floats, bools))
-    assert typed_items(speedups.build(template, keys, list(values), ints, floats, bools)) == expected
-    assert typed_items(_fast._build(template, keys, list(values), ints, floats, bools)) == expected
+    template, keys, values, *indexes = args
+    expected = typed_items(oracle_build(template, keys, values, *indexes))
+    assert typed_items(speedups.build(template, keys, list(values), *indexes)) == expected
+    assert typed_items(_fast._build(template, keys, list(values), *indexes)) == expected
 
 
 def test_build_examples():
-    template = {"notification": "threat", "a": None, "b": None, "c": None, "syslog": None}
-    got = speedups.build(template, ("a", "b", "c"), ["-" + "9" * 25, "7.5", "false"], (0,), (1,), (2,))
-    assert typed_items(got) == [("notification", str, "threat"), ("a", int, -int("9" * 25)), ("b", float, 7.5),
-                                ("c", bool, False), ("syslog", type(None), None)]
+    template = {"notification": "threat", "a": None, "b": None, "c": None, "d": None, "e": None, "syslog": None}
+    got = speedups.build(template, ("a", "b", "c", "d", "e"), ["-" + "9" * 25, "7.5", "false", "[x  y]", "map[:admin]"],
+                         (0,), (1,), (2,), (3,), (4,))
+    assert typed_items(got) == typed_items({"notification": "threat", "a": -int("9" * 25), "b": 7.5, "c": False,
+                                            "d": ["x", "", "y"], "e": {"": "admin"}, "syslog": None})
     assert template["a"] is None  # a copy
     for digits in ("9" * 18, "9" * 19, "9223372036854775807", "9223372036854775808", "1" + "0" * 40):
         for text in (digits, "-" + digits):  # around where a 64-bit integer ends
-            assert speedups.build(template, ("a",), [text], (0,), (), ())["a"] == int(text)
-    assert speedups.build(template, ("a",), [7], (), (), ()) == dict(template, a=7)  # untyped: as given
-    assert speedups.build(template, ("a",), [7], (0,), (), ()) is None  # not text: not a Go integer
+            assert speedups.build(template, ("a",), [text], (0,), (), (), (), ())["a"] == int(text)
+    assert speedups.build(template, ("a",), [7], (), (), (), (), ()) == dict(template, a=7)  # untyped: as given
+    assert speedups.build(template, ("a",), [7], (0,), (), (), (), ()) is None  # not text: not a Go integer
+    assert speedups.build(template, ("a",), ["map[]"], (), (), (), (), (0,)) == dict(template, a=None)
 
 
 @pytest.mark.parametrize("args, error", [
-    (({}, ("a",), [], (), (), ()), ValueError),
-    (({}, ("a",), ["1"], (1,), (), ()), IndexError),
-    (({}, ("a",), ["1"], (-1,), (), ()), IndexError),
-    (({}, ("a",), ["1"], ("0",), (), ()), TypeError),
-    (({}, ["a"], ["1"], (), (), ()), TypeError),
-    (({}, ("a",), ("1",), (), (), ()), TypeError),
-    (({}, ("a",), ["1"], (), ()), TypeError),
+    (({}, ("a",), [], (), (), (), (), ()), ValueError),
+    (({}, ("a",), ["1"], (1,), (), (), (), ()), IndexError),
+    (({}, ("a",), ["1"], (), (), (), (-1,), ()), IndexError),
+    (({}, ("a",), ["1"], ("0",), (), (), (), ()), TypeError),
+    (({}, ["a"], ["1"], (), (), (), (), ()), TypeError),
+    (({}, ("a",), ("1",), (), (), (), (), ()), TypeError),
+    (({}, ("a",), ["1"], (), (), (), ()), TypeError),
 ])
 def test_build_refuses_bad_arguments(args, error):
     with pytest.raises(error):
@@ -214,7 +238,7 @@ def test_generated_frames_give_the_same_records_either_way(notification):
 
 
 def test_no_memory_is_kept_across_calls():
-    raw = b"- notification=x,a=1,b=\xc3\xa9,c=true,d=2.5," + b",".join(b"k%d=v" % i for i in range(200))
+    raw = b"- notification=x,a=1,b=\xc3\xa9,c=true,d=2.5,e=[p q],f=map[r:s t]," + b",".join(b"k%d=v" % i for i in range(200))
     bad = raw + b"\xff"
     notification, keys, values = speedups.split_body(raw, 2)
     keys = tuple(keys.split(","))
@@ -226,8 +250,8 @@ def test_no_memory_is_kept_across_calls():
             speedups.split_body(bad, 2)
         except UnicodeDecodeError:
             pass
-        speedups.build(template, keys, values, (0,), (3,), (2,))
-        speedups.build(template, keys, values, (1,), (), ())  # None: "é" is no integer
+        speedups.build(template, keys, values, (0,), (3,), (2,), (4,), (5,))
+        speedups.build(template, keys, values, (1,), (), (), (), ())  # None: "é" is no integer
 
     for _ in range(100):
         calls()

@@ -35,7 +35,7 @@ _new_record = tuple.__new__
 class _Plan:
     """How to type the values of one key sequence, found once and reused."""
 
-    __slots__ = ("template", "keys", "glue", "ints", "bools", "floats", "lists", "maps")
+    __slots__ = ("template", "keys", "glue", "ints", "bools", "floats", "lists", "maps", "items")
 
     def __init__(self, schema, keys: Tuple[str, ...], glue: tuple) -> None:
         # The schema's own key strings: every record shares them.
@@ -50,8 +50,10 @@ class _Plan:
         self.ints = tuple(index[k] for k in schema.ints if k in index)
         self.bools = tuple(index[k] for k in schema.bools if k in index)
         self.floats = tuple(index[k] for k in schema.floats if k in index)
-        self.lists = tuple((index[k], k) for k in schema.lists if k in index)
+        self.lists = tuple(index[k] for k in schema.lists if k in index and k != "items")
         self.maps = tuple(index[k] for k in schema.maps if k in index)
+        # compliance items hold spaces: split where each starts (split_list), not at every space
+        self.items = index.get("items") if "items" in schema.lists else None
 
 
 # (notification type, the keys after it joined by ",") -> the plan for that key
@@ -189,54 +191,40 @@ def _text_body(raw: bytes, start: int) -> Optional[dict]:
     if not plan:
         return None
     if plan.glue:
-        values = _rejoined(raw, start, joined, plan)
-        if values is None:
-            return None
-    data = build(plan.template, plan.keys, values, plan.ints, plan.floats, plan.bools)
+        values = _rejoined(notification, joined, values, plan.glue)
+    data = build(plan.template, plan.keys, values, plan.ints, plan.floats, plan.bools, plan.lists, plan.maps)
     if data is None:
         return None
-    keys = plan.keys
-    for i, key in plan.lists:
-        value = values[i]
+    if plan.items is not None:
+        value = values[plan.items]
         if value[:1] != "[" or value[-1:] != "]":
             return None
-        data[keys[i]] = split_list(key, value[1:-1])
-    for i in plan.maps:
-        value = values[i]
-        if value[:4] != "map[" or value[-1:] != "]":
-            return None
-        data[keys[i]] = split_map(value[4:-1])
+        data["items"] = split_list("items", value[1:-1])
     return data
 
 
 def _split_body(raw: bytes, start: int) -> Tuple[str, str, list]:
-    """``notification=TYPE,k1=v1,…`` at ``raw[start]`` -> ``(TYPE, "k1,k2,…", [v1, v2, …])``."""
-    kv = _pieces(raw, start)
-    return kv[0], ",".join(kv[1::2]), kv[2::2]  # one joined string hashes faster than ~40 fresh ones
-
-
-def _pieces(raw: bytes, start: int) -> list:
-    """``[TYPE, k1, v1, k2, v2, …]`` for the body at ``raw[start]``.
+    """``notification=TYPE,k1=v1,…`` at ``raw[start]`` -> ``(TYPE, "k1,k2,…", [v1, v2, …])``.
 
     Cut at every ``,key=`` as ``_CANDIDATE`` cuts. Where the separators
     alternate (no value holds "," or "="), one ``str.split`` cuts at each of
     them at half the cost; that reads ``, application=`` as a key too, which
     no plan knows, so the record comes out the same. The header holds no ","
     or "=" (``_header``): both splits run over the whole line, with no copy
-    of the body. Raises UnicodeDecodeError on invalid UTF-8.
+    of the body. The keys come joined: one string hashes faster than a tuple
+    of ~40 fresh ones. Raises UnicodeDecodeError on invalid UTF-8.
     """
     line = raw.decode("utf-8")
     if _ALTERNATING.startswith(raw.translate(None, _NOT_SEPARATOR)):
         kv = line.replace(",", "=").split("=")
         if not len(kv) % 2:  # else a "," ended the body: the regex keeps it in the value
-            del kv[0]
-            return kv
+            return kv[1], ",".join(kv[2::2]), kv[3::2]
     kv = _CANDIDATE.split(line)
-    kv[0] = kv[0][start + 13:]
-    return kv
+    return kv[0][start + 13:], ",".join(kv[1::2]), kv[2::2]
 
 
-def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple, bools: tuple) -> Optional[dict]:
+def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple, bools: tuple,
+           lists: tuple, maps: tuple) -> Optional[dict]:
     """``template`` with ``keys[i]`` set to ``values[i]``, typed; None when a typed value does not fit.
 
     Numbers only as Go prints them: ``int()`` and ``float()`` also take
@@ -259,6 +247,16 @@ def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple
             values[i] = BOOLS[values[i]]
     except KeyError:
         return None  # not true or false: the general path notes it
+    for i in lists:
+        value = values[i]
+        if value[:1] != "[" or value[-1:] != "]":
+            return None
+        values[i] = split_list(keys[i], value[1:-1])
+    for i in maps:
+        value = values[i]
+        if value[:4] != "map[" or value[-1:] != "]":
+            return None
+        values[i] = split_map(value[4:-1])
     data = template.copy()
     data.update(zip(keys, values))
     return data
@@ -270,12 +268,12 @@ except ImportError:  # pragma: no cover - which runs depends on the install
     build, split_body = _build, _split_body
 
 
-def _rejoined(raw: bytes, start: int, joined: str, plan: _Plan) -> Optional[list]:
-    """The values with unknown keys put back into them; None when the general path must decide."""
-    kv = _pieces(raw, start)
-    if ",".join(kv[1::2]) != joined:
-        return None  # the C split cut otherwise (see _pieces)
-    for first, end in plan.glue:
+def _rejoined(notification: str, joined: str, values: list, glue: tuple) -> list:
+    """The values with unknown keys put back into the values before them (see ``_glue``)."""
+    kv = [notification] * (2 * len(values) + 1)  # [head, key0, value0, key1, value1, ...]
+    kv[1::2] = joined.split(",")
+    kv[2::2] = values
+    for first, end in glue:
         kv[first:end] = [_joined(kv[first:end])]
     return kv[2::2]
 

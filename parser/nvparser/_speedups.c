@@ -182,6 +182,70 @@ go_bool(PyObject *text)
     return NULL;
 }
 
+static PyObject *space;  /* " " */
+
+/* Whether text is opener + ... + "]"; the length of the opener, or 0. */
+static Py_ssize_t
+bracketed(PyObject *text, const char *opener)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), open = (Py_ssize_t)strlen(opener);
+    if (n < open + 1 || PyUnicode_READ_CHAR(text, n - 1) != ']')
+        return 0;
+    for (Py_ssize_t k = 0; k < open; k++) {
+        if (PyUnicode_READ_CHAR(text, k) != (Py_UCS4)opener[k])
+            return 0;
+    }
+    return open;
+}
+
+/* "[a b c]" -> ["a", "b", "c"]; Go prints [""] as "[]", which gives [""]. */
+static PyObject *
+go_list(PyObject *text)
+{
+    Py_ssize_t open = bracketed(text, "[");
+    if (!open)
+        return NULL;
+    PyObject *inner = PyUnicode_Substring(text, open, PyUnicode_GET_LENGTH(text) - 1);
+    if (inner == NULL)
+        return NULL;
+    PyObject *elements = PyUnicode_Split(inner, space, -1);
+    Py_DECREF(inner);
+    return elements;
+}
+
+/* "map[k:v k2:v2]" -> {"k": "v", "k2": "v2"}; "map[]" (Go's nil map) -> None. */
+static PyObject *
+go_map(PyObject *text)
+{
+    Py_ssize_t open = bracketed(text, "map[");
+    if (!open)
+        return NULL;
+    Py_ssize_t end = PyUnicode_GET_LENGTH(text) - 1;
+    if (end == open)
+        Py_RETURN_NONE;
+    PyObject *inner = PyUnicode_Substring(text, open, end);
+    if (inner == NULL)
+        return NULL;
+    PyObject *pairs = PyUnicode_Split(inner, space, -1);
+    Py_DECREF(inner);
+    if (pairs == NULL)
+        return NULL;
+    PyObject *map = PyDict_New();
+    for (Py_ssize_t n = 0; map != NULL && n < PyList_GET_SIZE(pairs); n++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, n);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(pair);
+        Py_ssize_t colon = PyUnicode_FindChar(pair, ':', 0, length, 1);
+        PyObject *key = colon < 0 ? (Py_INCREF(pair), pair) : PyUnicode_Substring(pair, 0, colon);
+        PyObject *value = colon < 0 ? PyUnicode_New(0, 0) : PyUnicode_Substring(pair, colon + 1, length);
+        if (colon == -2 || key == NULL || value == NULL || PyDict_SetItem(map, key, value) < 0)
+            Py_CLEAR(map);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+    Py_DECREF(pairs);
+    return map;
+}
+
 /* Store converter(values[i]) under keys[i] for each index i; 0 when one does not fit. */
 static int
 store_typed(PyObject *data, PyObject *keys, PyObject *values, PyObject *indexes, PyObject *(*converter)(PyObject *))
@@ -199,7 +263,7 @@ store_typed(PyObject *data, PyObject *keys, PyObject *values, PyObject *indexes,
             return 0;
         PyObject *typed = converter(text);
         if (typed == NULL)
-            return PyErr_Occurred() ? -1 : 0;
+            return PyErr_Occurred() ? -1 : 0;  /* NULL without an error: it does not fit */
         int failed = PyDict_SetItem(data, PyTuple_GET_ITEM(keys, i), typed);
         Py_DECREF(typed);
         if (failed)
@@ -208,19 +272,22 @@ store_typed(PyObject *data, PyObject *keys, PyObject *values, PyObject *indexes,
     return 1;
 }
 
-/* build(template, keys, values, ints, floats, bools) -> dict or None
+/* build(template, keys, values, ints, floats, bools, lists, maps) -> dict or None
  *
  * A copy of template (which already holds every key, in order) with
- * keys[i] set to values[i]; the values at the indexes in ints, floats and
- * bools converted as Go prints them. None when one of those does not fit:
- * the general path then reads the frame and notes the value.
+ * keys[i] set to values[i]; the values at the indexes in ints, floats,
+ * bools, lists and maps converted from what Go's %v prints. None when one
+ * of those does not fit: the general path then reads the frame and notes
+ * the value.
  */
 static PyObject *
 build(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyDict_Check(args[0]) || !PyTuple_Check(args[1]) || !PyList_Check(args[2])
-            || !PyTuple_Check(args[3]) || !PyTuple_Check(args[4]) || !PyTuple_Check(args[5])) {
-        PyErr_SetString(PyExc_TypeError, "build(template: dict, keys: tuple, values: list, ints, floats, bools: tuple)");
+    if (nargs != 8 || !PyDict_Check(args[0]) || !PyTuple_Check(args[1]) || !PyList_Check(args[2])
+            || !PyTuple_Check(args[3]) || !PyTuple_Check(args[4]) || !PyTuple_Check(args[5])
+            || !PyTuple_Check(args[6]) || !PyTuple_Check(args[7])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "build(template: dict, keys: tuple, values: list, ints, floats, bools, lists, maps: tuple)");
         return NULL;
     }
     PyObject *keys = args[1], *values = args[2];
@@ -239,7 +306,9 @@ build(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     int fits;
     if ((fits = store_typed(data, keys, values, args[3], go_int)) < 1
             || (fits = store_typed(data, keys, values, args[4], go_float)) < 1
-            || (fits = store_typed(data, keys, values, args[5], go_bool)) < 1) {
+            || (fits = store_typed(data, keys, values, args[5], go_bool)) < 1
+            || (fits = store_typed(data, keys, values, args[6], go_list)) < 1
+            || (fits = store_typed(data, keys, values, args[7], go_map)) < 1) {
         if (fits < 0)
             goto fail;
         Py_DECREF(data);
@@ -255,7 +324,7 @@ static PyMethodDef methods[] = {
     {"split_body", (PyCFunction)(void (*)(void))split_body, METH_FASTCALL,
      "split_body(raw, start) -> (notification, 'key1,key2,...', [value1, ...])"},
     {"build", (PyCFunction)(void (*)(void))build, METH_FASTCALL,
-     "build(template, keys, values, ints, floats, bools) -> dict or None"},
+     "build(template, keys, values, ints, floats, bools, lists, maps) -> dict or None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -267,5 +336,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    space = PyUnicode_InternFromString(" ");
+    if (space == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }
