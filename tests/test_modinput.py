@@ -11,6 +11,8 @@ import ssl
 
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loopback import free_port
 from nc_capture import nc_listener, needs_nc, syslog_frames
@@ -271,3 +273,62 @@ def test_hex_dump_caught_in_the_middle_of_a_dump_line_waits_for_the_rest(python,
     got += run.take(len(expected) - len(got)) + run.stop()
     assert [e["sourcetype"] for e in got if "deadletter" in e["sourcetype"]] == []
     assert canonical(records_of(got)) == canonical(expected)
+
+
+# -- the XML stream, written without ElementTree -----------------------------------
+
+_XML_TEXT = st.text(st.sampled_from('ab &<>"\'\t\n\r\u00e9\u2603\U0001f600]]>=;#'), max_size=12)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(data=_XML_TEXT, stanza=st.one_of(st.none(), _XML_TEXT.map(lambda t: "neuvector://" + t)),
+       fields=st.lists(st.one_of(st.none(), _XML_TEXT), min_size=4, max_size=4),
+       time=st.one_of(st.none(), st.just("1741939212.000")), done=st.booleans(), unbroken=st.booleans())
+def test_xml_event_is_what_splunklib_writes(data, stanza, fields, time, done, unbroken):
+    import io
+    import xml.etree.ElementTree as ET
+
+    from nvsiem_splunk.modinput import xml_event
+    from splunklib.modularinput import Event
+
+    source, sourcetype, index, host = fields
+    event = Event(data=data, stanza=stanza, time=time, host=host, index=index, source=source,
+                  sourcetype=sourcetype, done=done, unbroken=unbroken)
+    theirs = io.StringIO()
+    event.write_to(theirs)  # splunklib's own ElementTree serialisation: the oracle
+    ours = xml_event(event)
+    if not any(c in (stanza or "") for c in "\t\n\r"):  # how ElementTree writes these in attributes varies by version
+        assert ours == theirs.getvalue()
+    mine, its = ET.fromstring(ours), ET.fromstring(theirs.getvalue())
+    assert mine.attrib == its.attrib
+    assert [(e.tag, e.text) for e in mine] == [(e.tag, e.text) for e in its]
+
+
+def test_emitter_flushes_every_batch_before_returning():
+    # The capture input saves its checkpoint after a batch: the batch must be with splunkd by then.
+    import io
+
+    from nvparser import parse_frame
+    from nvsiem_splunk.modinput import Emitter, StreamWriter
+
+    class Pipe(io.StringIO):
+        flushed = ""
+
+        def flush(self):
+            self.flushed = self.getvalue()
+
+    pipe = Pipe()
+    emitter = Emitter(StreamWriter(pipe, io.StringIO()), "neuvector://x")
+    emitter.write([parse_frame(line) for line in SYSLOG[0].lines])
+    assert pipe.flushed == pipe.getvalue() and pipe.getvalue().count("<event ") == len(SYSLOG[0].lines)
+
+
+@pytest.mark.parametrize("text, json_safe, text_safe", [
+    ('{"a":"b"}', '{"a":"b"}', '{"a":"b"}'),
+    ("a\x01b\x7f", "a\\u0001b\x7f", "a\ufffdb\x7f"),  # ASCII, yet a C0 control XML cannot carry
+    ("\ud800\ufffe\u00e9", "\\ud800\\ufffe\u00e9", "\ufffd\ufffd\u00e9"),
+])
+def test_characters_xml_cannot_carry_are_replaced(text, json_safe, text_safe):
+    from nvsiem_splunk.modinput import xml_safe_json, xml_safe_text
+
+    assert xml_safe_json(text) == json_safe and xml_safe_text(text) == text_safe

@@ -199,11 +199,11 @@ class _Watcher:
                 if not data:
                     break
                 grew = True
-                self._write(reader.feed(data), path)
+                self.emitter.write(reader.feed(data), source=path)
                 self._mark(state, reader)
                 await asyncio.sleep(0)   # let a SIGTERM in between chunks
         if not grew and not stop.is_set():
-            self._write(reader.idle(), path)
+            self.emitter.write(reader.idle(), source=path)
             self._mark(state, reader)
             if reader.safe:
                 del self.readers[key]
@@ -231,10 +231,6 @@ class _Watcher:
             state.update(fingerprint=_digest(head), fingerprint_len=len(head))
         state["path"] = path
         return state
-
-    def _write(self, events: List, path: str) -> None:
-        for event in events:
-            self.emitter.write(event, source=path)
 
     def _mark(self, state: dict, reader: _Reader) -> None:
         if reader.safe:

@@ -124,8 +124,7 @@ async def _read_connection(reader: asyncio.StreamReader, peer: str, config: dict
             try:
                 data: Optional[bytes] = await asyncio.wait_for(reader.read(READ_SIZE), config["idle_flush"])
             except asyncio.TimeoutError:
-                for event in parser.flush():
-                    emitter.write(event, host=peer)
+                emitter.write(parser.flush(), host=peer)
                 continue
             except (ConnectionError, ssl.SSLError, OSError) as exc:
                 emitter.writer.log(EventWriter.WARN, "%s: connection from %s ended: %s"
@@ -133,14 +132,12 @@ async def _read_connection(reader: asyncio.StreamReader, peer: str, config: dict
                 break
             if not data:
                 break
-            for event in parser.feed(data):
-                emitter.write(event, host=peer)
+            emitter.write(parser.feed(data), host=peer)
     finally:
         # End of stream, an error or shutdown: what the kernel already
         # received and what the parser holds are still written.
         await _drain(reader, parser, peer, emitter)
-        for event in parser.close():
-            emitter.write(event, host=peer)
+        emitter.write(parser.close(), host=peer)
 
 
 async def _drain(reader: asyncio.StreamReader, parser: Parser, peer: str, emitter: Emitter) -> None:
@@ -151,8 +148,7 @@ async def _drain(reader: asyncio.StreamReader, parser: Parser, peer: str, emitte
             return
         if not data:
             return
-        for event in parser.feed(data):
-            emitter.write(event, host=peer)
+        emitter.write(parser.feed(data), host=peer)
 
 
 def main() -> int:
