@@ -209,7 +209,9 @@ def _split_body(raw: bytes, start: int) -> Tuple[str, str, list]:
     Cut at every ``,key=`` as ``_CANDIDATE`` cuts. Where the separators
     alternate (no value holds "," or "="), one ``str.split`` cuts at each of
     them at half the cost; that reads ``, application=`` as a key too, which
-    no plan knows, so the record comes out the same. The header holds no ","
+    no plan knows, so the record comes out the same. The order is checked,
+    not the count: ``rest_request=a=rest_body,b`` has one "=" and one ","
+    too many, and would read as two fields. The header holds no ","
     or "=" (``_header``): both splits run over the whole line, with no copy
     of the body. The keys come joined: one string hashes faster than a tuple
     of ~40 fresh ones. Raises UnicodeDecodeError on invalid UTF-8.
@@ -225,9 +227,10 @@ def _split_body(raw: bytes, start: int) -> Tuple[str, str, list]:
 
 def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple, bools: tuple,
            lists: tuple, maps: tuple) -> Optional[dict]:
-    """``template`` with ``keys[i]`` set to ``values[i]``, typed; None when a typed value does not fit.
+    """``template`` with ``keys[i]`` set to ``values[i]``; None when a typed value does not fit.
 
-    Numbers only as Go prints them: ``int()`` and ``float()`` also take
+    The values at the indexes in ``ints`` … ``maps`` are read as Go's %v
+    prints those types. Numbers only as Go prints them: ``int()`` and ``float()`` also take
     "4_43", " 443", "+443" and non-ASCII digits. Any other value is the
     general path's, which keeps it as text and notes it.
     """
