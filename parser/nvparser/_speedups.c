@@ -198,11 +198,11 @@ bracketed(PyObject *text, const char *opener)
     return open;
 }
 
-/* "[a b c]" -> ["a", "b", "c"]; Go prints [""] as "[]", which gives [""]. */
+/* opener + "a b c" + "]" -> ["a", "b", "c"]; NULL without an error when text is not so bracketed. */
 static PyObject *
-go_list(PyObject *text)
+split_bracketed(PyObject *text, const char *opener)
 {
-    Py_ssize_t open = bracketed(text, "[");
+    Py_ssize_t open = bracketed(text, opener);
     if (!open)
         return NULL;
     PyObject *inner = PyUnicode_Substring(text, open, PyUnicode_GET_LENGTH(text) - 1);
@@ -213,21 +213,20 @@ go_list(PyObject *text)
     return elements;
 }
 
+/* "[a b c]" -> ["a", "b", "c"]; Go prints [""] as "[]", which gives [""]. */
+static PyObject *
+go_list(PyObject *text)
+{
+    return split_bracketed(text, "[");
+}
+
 /* "map[k:v k2:v2]" -> {"k": "v", "k2": "v2"}; "map[]" (Go's nil map) -> None. */
 static PyObject *
 go_map(PyObject *text)
 {
-    Py_ssize_t open = bracketed(text, "map[");
-    if (!open)
-        return NULL;
-    Py_ssize_t end = PyUnicode_GET_LENGTH(text) - 1;
-    if (end == open)
+    if (PyUnicode_GET_LENGTH(text) == (Py_ssize_t)strlen("map[]") && bracketed(text, "map["))
         Py_RETURN_NONE;
-    PyObject *inner = PyUnicode_Substring(text, open, end);
-    if (inner == NULL)
-        return NULL;
-    PyObject *pairs = PyUnicode_Split(inner, space, -1);
-    Py_DECREF(inner);
+    PyObject *pairs = split_bracketed(text, "map[");
     if (pairs == NULL)
         return NULL;
     PyObject *map = PyDict_New();
