@@ -1,14 +1,17 @@
 """The spool, the file sink and the sink registry, without sockets."""
+import errno
 import json
 import os
 import threading
 import time
 
+import pytest
 
+from nvparser import json_dumps
 from nvsiem import config
 from nvsiem.sinks import open_sink, sink_id, split_collector_options
 from nvsiem.sinks.file import FileSink
-from nvsiem.spool import Spool
+from nvsiem.spool import Spool, load_state, save_state
 from loopback import wait_until
 
 
@@ -338,3 +341,55 @@ def test_a_full_disk_frees_the_segments_every_sink_has_confirmed(tmp_path):
     assert spool.append([rec(50)])
     assert [json.loads(x)["i"] for x in drain(reader)] == [50]
     spool.close()
+
+
+@pytest.fixture
+def fill_disk(monkeypatch):
+    """Call to leave no block for a new file (``.tmp``), as on a volume filled to its last block."""
+    import builtins
+
+    from nvsiem import spool as module
+
+    def full_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".tmp") and "w" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, mode, *args, **kwargs)
+
+    return lambda: monkeypatch.setattr(module, "open", full_open, raising=False)
+
+
+def test_a_cursor_is_saved_in_place_when_the_disk_is_full(tmp_path, fill_disk):
+    # Saving the cursor is what frees delivered segments: it must not wait for room.
+    spool = Spool(str(tmp_path), quota_bytes=1 << 20, segment_bytes=100, fsync_interval=0)
+    reader = spool.reader("a")
+    spool.append([rec(0)])
+    assert len(drain(reader)) == 1  # a cursor file exists
+    fill_disk()
+    spool.append([rec(i) for i in range(1, 4)])
+    spool.append([rec(i) for i in range(4, 7)])
+    assert len(spool._sizes) == 3
+    assert [json.loads(x)["i"] for x in drain(reader)] == list(range(1, 7))
+    assert len(spool._sizes) == 1  # the delivered segments went
+    assert not list(tmp_path.glob("*.tmp"))
+    spool.close()
+    again = Spool(str(tmp_path), fsync_interval=0)
+    assert drain(again.reader("a")) == []  # the cursor saved in place is read back
+    again.close()
+
+
+def test_state_saved_in_place_reads_back_however_long_it_was(tmp_path, fill_disk):
+    path = str(tmp_path / "state")
+    with open(path, "wb") as f:
+        f.write(json_dumps({"segment": 123456789, "offset": 987654321, "sink": "a-long-sink-name"}))
+    fill_disk()
+    save_state(path, {"segment": 2, "offset": 5})
+    assert load_state(path, {}) == {"segment": 2, "offset": 5}
+    with pytest.raises(OSError):
+        save_state(str(tmp_path / "new"), {"segment": 1})  # nothing to overwrite: the error stands
+
+
+def test_a_state_file_cut_by_a_crash_starts_from_the_beginning(tmp_path, caplog):
+    path = tmp_path / "cursor"
+    path.write_bytes(b'{"segment": 3, "off')
+    assert load_state(str(path), {"segment": 0, "offset": 0}) == {"segment": 0, "offset": 0}
+    assert "cannot be read" in caplog.text
