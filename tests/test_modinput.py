@@ -8,6 +8,7 @@ code under test.
 import json
 import socket
 import ssl
+import sys
 
 import pytest
 import trustme
@@ -277,6 +278,15 @@ def test_hex_dump_caught_in_the_middle_of_a_dump_line_waits_for_the_rest(python,
 
 # -- the XML stream, written without ElementTree -----------------------------------
 
+@pytest.fixture(scope="module")
+def app_lib(app):
+    """The app's ``lib/`` on sys.path: splunklib as the app ships it (the test venv has none)."""
+    lib = str(app / "lib")
+    sys.path.insert(0, lib)
+    yield
+    sys.path.remove(lib)
+
+
 _XML_TEXT = st.text(st.sampled_from('ab &<>"\'\t\n\r\u00e9\u2603\U0001f600]]>=;#'), max_size=12)
 
 
@@ -284,7 +294,7 @@ _XML_TEXT = st.text(st.sampled_from('ab &<>"\'\t\n\r\u00e9\u2603\U0001f600]]>=;#
 @given(data=_XML_TEXT, stanza=st.one_of(st.none(), _XML_TEXT.map(lambda t: "neuvector://" + t)),
        fields=st.lists(st.one_of(st.none(), _XML_TEXT), min_size=4, max_size=4),
        time=st.one_of(st.none(), st.just("1741939212.000")), done=st.booleans(), unbroken=st.booleans())
-def test_xml_event_is_what_splunklib_writes(data, stanza, fields, time, done, unbroken):
+def test_xml_event_is_what_splunklib_writes(app_lib, data, stanza, fields, time, done, unbroken):
     import io
     import xml.etree.ElementTree as ET
 
@@ -304,7 +314,7 @@ def test_xml_event_is_what_splunklib_writes(data, stanza, fields, time, done, un
     assert [(e.tag, e.text) for e in mine] == [(e.tag, e.text) for e in its]
 
 
-def test_emitter_flushes_every_batch_before_returning():
+def test_emitter_flushes_every_batch_before_returning(app_lib):
     # The capture input saves its checkpoint after a batch: the batch must be with splunkd by then.
     import io
 
@@ -328,7 +338,7 @@ def test_emitter_flushes_every_batch_before_returning():
     ("a\x01b\x7f", "a\\u0001b\x7f", "a\ufffdb\x7f"),  # ASCII, yet a C0 control XML cannot carry
     ("\ud800\ufffe\u00e9", "\\ud800\\ufffe\u00e9", "\ufffd\ufffd\u00e9"),
 ])
-def test_characters_xml_cannot_carry_are_replaced(text, json_safe, text_safe):
+def test_characters_xml_cannot_carry_are_replaced(app_lib, text, json_safe, text_safe):
     from nvsiem_splunk.modinput import xml_safe_json, xml_safe_text
 
     assert xml_safe_json(text) == json_safe and xml_safe_text(text) == text_safe
