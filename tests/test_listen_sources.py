@@ -109,6 +109,21 @@ def test_udp_burst_each_datagram_once(tmp_path, collectors):
     assert delivered(out) == {i: 1 for i in range(5000)}
 
 
+def test_udp_under_a_small_quota_keeps_receiving_once_parsed(tmp_path, collectors):
+    # Raw files roll at the spool's own segment size (half a small quota), so a
+    # parsed one can go before the receiver's backlog bound is reached.
+    c = start_collector(tmp_path, ["udp://127.0.0.1:0"], spool_quota="1M")
+    collectors.append(c)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for n, frame in enumerate(frames(0, 3000)):  # about 3 MB: three times the quota
+        sock.sendto(frame, ("127.0.0.1", c.sources[0].port))
+        if n % 100 == 99:
+            time.sleep(0.05)
+    out = str(tmp_path / "out.jsonl")
+    wait_until(lambda: sum(delivered(out).values()) >= 3000, what="all datagrams")
+    assert delivered(out) == {i: 1 for i in range(3000)}
+
+
 def test_udp_receiver_that_dies_is_noticed_and_started_again(tmp_path, collectors):
     c = start_collector(tmp_path, ["udp://127.0.0.1:0"])
     collectors.append(c)

@@ -85,7 +85,10 @@ class UdpSource(Source):
         self.child = subprocess.Popen(
             [sys.executable, "-m", "nvsiem.sources.udp_receiver", "--fd", str(fd),
              "--dir", self.directory, "--port", str(self.key), "--parent", str(os.getpid()),
-             "--segment-bytes", str(self.config.spool_segment), "--max-backlog", str(self.config.spool_quota),
+             # The spool's own segment size (lowered for a small quota): a raw file must roll,
+             # and go once parsed, before the backlog reaches its bound.
+             "--segment-bytes", str(self.collector.spool.segment_bytes),
+             "--max-backlog", str(self.collector.spool.quota_bytes),
              "--log-format", self.config.log_format, "--log-level", self.config.log_level],
             pass_fds=[fd], env=env, stdout=subprocess.PIPE)
         if self.child.stdout.readline() != b"ready\n":  # receiving before start() returns
