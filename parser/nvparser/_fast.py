@@ -53,7 +53,7 @@ class _Plan:
         self.lists = tuple(index[k] for k in schema.lists if k in index and k != "items")
         self.maps = tuple(index[k] for k in schema.maps if k in index)
         # compliance items hold spaces: split where each starts (split_list), not at every space
-        self.items = index.get("items") if "items" in schema.lists else None
+        self.items = index.get("items")
 
 
 # (notification type, the keys after it joined by ",") -> the plan for that key

@@ -199,7 +199,6 @@ def is_go_int(text: str) -> bool:
     return text.isascii() and (text.isdigit() or text[:1] == "-" and text[1:].isdigit())
 
 
-
 # A float32 as Go's %v prints it: 10, 7.5, -0.5, 1e+06 (ASCII only).
 _GO_FLOAT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?\Z")
 
