@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -68,9 +69,25 @@ def delivered(pattern: str) -> collections.Counter:
     return seen
 
 
-def send_tcp(port: int, data: Sequence[bytes], chunk: int = 1 << 16) -> None:
+def wait_each_once(pattern: str, count: int, what: str = "all records") -> None:
+    """Wait for records 0..count-1 in the files matching ``pattern``; each must be there exactly once."""
+    wait_until(lambda: sum(delivered(pattern).values()) >= count, what=what)
+    assert delivered(pattern) == {i: 1 for i in range(count)}
+
+
+def send_tcp(port: int, data: Sequence[bytes]) -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"".join(data))
+
+
+def send_datagrams(port: int, count: int, burst: int, pause: float) -> None:
+    """Records 0..count-1, one datagram each, pausing after every ``burst``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for n, frame in enumerate(frames(0, count)):
+        sock.sendto(frame, ("127.0.0.1", port))
+        if n % burst == burst - 1:
+            time.sleep(pause)
+    sock.close()
 
 
 class CollectorProcess:

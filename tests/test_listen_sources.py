@@ -13,7 +13,7 @@ import time
 import pytest
 import trustme
 
-from listen_harness import delivered, frames, numbered, sample, start_collector
+from listen_harness import delivered, frames, numbered, sample, send_datagrams, start_collector, wait_each_once
 from loopback import wait_until
 
 pytestmark = pytest.mark.slow
@@ -49,9 +49,7 @@ def test_tcp_many_concurrent_senders_each_record_once(tmp_path, collectors):
         t.start()
     for t in threads:
         t.join(30)
-    out = str(tmp_path / "out.jsonl")
-    wait_until(lambda: sum(delivered(out).values()) >= senders * per_sender, what="all records")
-    assert delivered(out) == {i: 1 for i in range(senders * per_sender)}
+    wait_each_once(str(tmp_path / "out.jsonl"), senders * per_sender, "all records")
 
 
 def test_a_spool_quota_smaller_than_one_record_still_delivers_everything(tmp_path, collectors):
@@ -60,9 +58,7 @@ def test_a_spool_quota_smaller_than_one_record_still_delivers_everything(tmp_pat
     collectors.append(c)
     with socket.create_connection(("127.0.0.1", c.sources[0].port)) as s:
         s.sendall(b"".join(frames(0, 50)))
-    out = str(tmp_path / "out.jsonl")
-    wait_until(lambda: sum(delivered(out).values()) >= 50, what="all records")
-    assert delivered(out) == {i: 1 for i in range(50)}
+    wait_each_once(str(tmp_path / "out.jsonl"), 50, "all records")
 
 
 def test_stream_cut_mid_frame_is_a_dead_letter_not_a_record(tmp_path, collectors):
@@ -99,14 +95,8 @@ def test_logger_rfc5424_over_tcp_and_udp(tmp_path, collectors):
 def test_udp_burst_each_datagram_once(tmp_path, collectors):
     c = start_collector(tmp_path, ["udp://127.0.0.1:0"])
     collectors.append(c)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for n, frame in enumerate(frames(0, 5000)):
-        sock.sendto(frame, ("127.0.0.1", c.sources[0].port))
-        if n % 500 == 499:
-            time.sleep(0.002)
-    out = str(tmp_path / "out.jsonl")
-    wait_until(lambda: sum(delivered(out).values()) >= 5000, what="all datagrams")
-    assert delivered(out) == {i: 1 for i in range(5000)}
+    send_datagrams(c.sources[0].port, 5000, burst=500, pause=0.002)
+    wait_each_once(str(tmp_path / "out.jsonl"), 5000, "all datagrams")
 
 
 def test_udp_under_a_small_quota_keeps_receiving_once_parsed(tmp_path, collectors):
@@ -114,14 +104,8 @@ def test_udp_under_a_small_quota_keeps_receiving_once_parsed(tmp_path, collector
     # parsed one can go before the receiver's backlog bound is reached.
     c = start_collector(tmp_path, ["udp://127.0.0.1:0"], spool_quota="1M")
     collectors.append(c)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for n, frame in enumerate(frames(0, 3000)):  # about 3 MB: three times the quota
-        sock.sendto(frame, ("127.0.0.1", c.sources[0].port))
-        if n % 100 == 99:
-            time.sleep(0.05)
-    out = str(tmp_path / "out.jsonl")
-    wait_until(lambda: sum(delivered(out).values()) >= 3000, what="all datagrams")
-    assert delivered(out) == {i: 1 for i in range(3000)}
+    send_datagrams(c.sources[0].port, 3000, burst=100, pause=0.05)  # about 3 MB: three times the quota
+    wait_each_once(str(tmp_path / "out.jsonl"), 3000, "all datagrams")
 
 
 def test_udp_receiver_that_dies_is_noticed_and_started_again(tmp_path, collectors):
@@ -131,12 +115,8 @@ def test_udp_receiver_that_dies_is_noticed_and_started_again(tmp_path, collector
     first = udp.child.pid
     os.kill(first, 9)
     wait_until(lambda: udp.child.pid != first and udp.up, what="a new receiver")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for frame in frames(0, 100):
-        sock.sendto(frame, ("127.0.0.1", udp.port))
-    out = str(tmp_path / "out.jsonl")
-    wait_until(lambda: len(delivered(out)) >= 100, what="datagrams through the new receiver")
-    assert delivered(out) == {i: 1 for i in range(100)}
+    send_datagrams(udp.port, 100, burst=100, pause=0)
+    wait_each_once(str(tmp_path / "out.jsonl"), 100, "datagrams through the new receiver")
 
 
 def test_udp_receiver_on_a_full_disk_drops_and_counts_and_leaves_no_torn_record(tmp_path, caplog):
@@ -186,11 +166,7 @@ def test_udp_drops_are_counted_while_the_spool_is_full(tmp_path, collectors, cap
     down = "fluentd://127.0.0.1:%d?connect_timeout=0.2" % __import__("loopback").free_port()
     c = start_collector(tmp_path, ["udp://127.0.0.1:0"], [down], spool_quota="200K", log_format="text")
     collectors.append(c)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for n, frame in enumerate(frames(0, 3000)):
-        sock.sendto(frame, ("127.0.0.1", c.sources[0].port))
-        if n % 100 == 99:
-            time.sleep(0.1)  # over 3 s: the receiver checks its backlog every 0.5 s
+    send_datagrams(c.sources[0].port, 3000, burst=100, pause=0.1)  # over 3 s: the receiver checks every 0.5 s
 
     def dropped():
         return sum(s.get() for s in (m._value for m in c.metrics.dropped._metrics.values()))
@@ -228,9 +204,7 @@ def test_tls_python_client_and_openssl_s_client(tmp_path, collectors, pki):
     subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-CAfile", str(pki / "ca.pem"),
                     "-verify_return_error", "-quiet", "-no_ign_eof"],
                    input=b"".join(frames(500, 503)), check=True, timeout=20, capture_output=True)
-    out = str(tmp_path / "out.jsonl")
-    wait_until(lambda: sum(delivered(out).values()) >= 503, what="TLS records")
-    assert delivered(out) == {i: 1 for i in range(503)}
+    wait_each_once(str(tmp_path / "out.jsonl"), 503, "TLS records")
     idle.close()
 
 
