@@ -86,6 +86,19 @@ def _segment_inodes(directory):
     return {os.stat(os.path.join(directory, n)).st_ino for n in os.listdir(directory) if n.startswith("segment-")}
 
 
+def _open_in(directory):
+    """How many of this process's descriptors point into directory: other tests' sockets and
+    threads may close theirs at any moment, so the process-wide count is not a measure."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed since the listing (the listing's own descriptor among them)
+            continue
+        count += target.startswith(f"{directory}/")
+    return count
+
+
 def _spy_fsync(monkeypatch):
     """[(inode, thread name)] of every fsync from now on."""
     synced = []
@@ -103,14 +116,14 @@ def test_closed_segments_are_synced_by_the_syncer_not_by_append(tmp_path, monkey
     synced = _spy_fsync(monkeypatch)
     spool = Spool(str(tmp_path), segment_bytes=100, fsync_interval=0.05)
     spool.reader("keeps-every-segment")
-    fds = len(os.listdir("/proc/self/fd"))
+    fds = _open_in(tmp_path)
     for i in range(20):
         spool.append([rec(i)])
     segments = _segment_inodes(tmp_path)
     assert len(segments) > 5
     wait_until(lambda: segments <= {ino for ino, _ in synced}, 10, "the syncer to sync every segment")
     assert {thread for _, thread in synced} == {"spool-fsync"}  # appends never wait for the disk
-    wait_until(lambda: len(os.listdir("/proc/self/fd")) <= fds, 10, "the synced segments' descriptors to close")
+    wait_until(lambda: _open_in(tmp_path) <= fds, 10, "the synced segments' descriptors to close")
     spool.close()
 
 
@@ -118,18 +131,18 @@ def test_sync_and_close_sync_the_segments_closed_since_the_last_tick(tmp_path, m
     synced = _spy_fsync(monkeypatch)
     spool = Spool(str(tmp_path), segment_bytes=100, fsync_interval=3600)  # no tick during the test
     spool.reader("keeps-every-segment")
-    fds = len(os.listdir("/proc/self/fd"))
+    fds = _open_in(tmp_path)
     for i in range(20):
         spool.append([rec(i)])
     assert synced == []
     spool.sync()  # what the collector's stop does before draining
     assert _segment_inodes(tmp_path) <= {ino for ino, _ in synced}
-    assert len(os.listdir("/proc/self/fd")) == fds  # the duplicates are closed
+    assert _open_in(tmp_path) == fds  # the duplicates are closed
     for i in range(20, 40):
         spool.append([rec(i)])
     spool.close()
     assert _segment_inodes(tmp_path) <= {ino for ino, _ in synced}
-    assert len(os.listdir("/proc/self/fd")) < fds  # the active segment closed too
+    assert _open_in(tmp_path) < fds  # the active segment closed too
 
 
 def test_sync_waits_for_the_segments_the_syncer_is_syncing(tmp_path, monkeypatch):
