@@ -138,12 +138,13 @@ class Spool:
         data = join_lines(lines)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while not self._has_room(len(data)):
+            # Checked before each _has_room: a closed spool must not roll a new segment into being.
+            while not self._closed and not self._has_room(len(data)):
                 self._set_full(True)
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if self._no_wait and overflow and not self._closed:
+                if self._no_wait and overflow:
                     break
-                if self._closed or self._no_wait or (remaining is not None and remaining <= 0):
+                if self._no_wait or (remaining is not None and remaining <= 0):
                     return False
                 self._lock.wait(remaining if remaining is not None else 1.0)
             if self._closed:

@@ -69,6 +69,17 @@ def test_one_spool_directory_one_collector(tmp_path):
     Spool(str(tmp_path), fsync_interval=0).close()  # free again once the first is closed
 
 
+def test_append_after_close_is_refused_and_opens_no_segment(tmp_path):
+    spool = Spool(str(tmp_path), quota_bytes=1000, fsync_interval=0)
+    reader = spool.reader("a")
+    spool.append([rec(0)])
+    assert len(drain(reader)) == 1  # caught up: an append over the quota would roll to a new segment
+    before = sorted(os.listdir(tmp_path))
+    spool.close()
+    assert not spool.append([b"x" * 990], timeout=0)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
 def test_lagging_reader_keeps_segments_and_sees_everything(tmp_path):
     spool = Spool(str(tmp_path), segment_bytes=100, fsync_interval=0)
     fast, slow = spool.reader("fast"), spool.reader("slow")
