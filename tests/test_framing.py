@@ -108,6 +108,20 @@ def test_overlong_multiline_record_is_dead_lettered():
     assert frames[-1][0] == R1
 
 
+def test_the_size_limit_counts_the_held_line_it_continues_not_an_earlier_one():
+    # A short frame, then a long one the usual step holds, then its continuation line:
+    # together over the limit, though the short frame and the continuation fit.
+    long = HEAD + b"notification=incident,proc_cmd=" + b"a" * 300
+    continuation = b"b" * 100
+    data = R1 + b"\n" + long + b"\n" + continuation + b"\n" + R2 + b"\n"
+    for chunk in (0, 7, len(R1) + 1):
+        frames = frames_of(data, chunk, max_frame=len(long) + 50)
+        assert frames[0] == (R1, 0, None)
+        assert frames[1] == (long + b"\n" + continuation, len(R1) + 1,
+                             "record longer than max_frame (%d bytes) across lines" % (len(long) + 50))
+        assert frames[-1] == (R2, len(data) - len(R2) - 1, None)
+
+
 def test_octet_count_above_the_limit_is_dead_lettered():
     data = b"500 <" + b"y" * 499 + R1 + b"\n"
     frames = frames_of(data, chunk=50, max_frame=len(R1) + 10)

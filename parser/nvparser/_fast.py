@@ -28,6 +28,8 @@ from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split
 
 # NeuVector's header is ~100 characters; one longer takes the general path.
 _HEADER_SPAN = 256
+# The notification types that have float fields (audit's scores).
+_WITH_FLOATS = frozenset(name for name, schema in _SCHEMAS.items() if schema.floats)
 # Record(...) runs a Python-level __new__; the tuple's own skips that frame.
 _new_record = tuple.__new__
 
@@ -168,10 +170,17 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
                 return None  # character and byte offsets differ: the general path's
             data = _text_body(raw, start)
         elif raw[start:start + 1] == b"{":
-            data = _json_body(raw, start)
+            data = json_loads_from(raw, start)
+            if type(data) is not dict:
+                return None
+            notification = data.get("notification")
+            if notification in _WITH_FLOATS:
+                coerce_floats(data)
+            elif notification not in FIELDS:
+                return None
         else:
             return None
-    except UnicodeDecodeError:
+    except ValueError:  # invalid JSON or UTF-8 (UnicodeDecodeError is one)
         return None
     if data is None:
         return None
@@ -279,13 +288,3 @@ def _rejoined(notification: str, joined: str, values: list, glue: tuple) -> list
     for first, end in glue:
         kv[first:end] = [_joined(kv[first:end])]
     return kv[2::2]
-
-
-def _json_body(raw: bytes, start: int) -> Optional[dict]:
-    try:
-        data = json_loads_from(raw, start)
-    except ValueError:
-        return None
-    if type(data) is not dict or data.get("notification") not in FIELDS:
-        return None
-    return coerce_floats(data)

@@ -155,22 +155,31 @@ class LineFramer:
         max_frame = self.max_frame
         octet_counting = self.octet_counting
         pri_start = _PRI_START.match
+        append = out.append
+        held = self._lines
+        # The usual step needs one held line that is a whole frame (a CRI partial line, which
+        # the next one continues, starts with a digit) and no blank line after it. The step
+        # keeps that true, so it is checked again only after _line; meanwhile the held
+        # line's offset lives in a local.
+        plain = len(held) == 1 and not self._blanks and held[0][:1] == b"<"
+        offset = self._held_offset
         for line in lines:
-            first = line[:1]
-            held = self._lines
-            if first == b"<" and len(line) <= max_frame and len(held) == 1 and not self._blanks \
-                    and held[0][:1] == b"<" and pri_start(line) is not None:
-                # The usual step: the one line held is a whole frame (a CRI partial line,
-                # which the next one continues, starts with a digit); hold the next in its place.
-                out.append((held[0], self._held_offset, None))
+            if plain and line[:1] == b"<" and len(line) <= max_frame and pri_start(line) is not None:
+                append((held[0], offset, None))
                 held[0] = line
-                self._held_offset = base + pos
-                self._held_size = len(line)
-            elif octet_counting and first in _DIGIT_BYTES and OCTET_COUNT.match(line):
-                return pos
+                offset = base + pos
             else:
+                if plain:
+                    self._held_offset, self._held_size = offset, len(held[0])
+                if octet_counting and line[:1] in _DIGIT_BYTES and OCTET_COUNT.match(line):
+                    return pos
                 self._line(line, base + pos, out)
+                held = self._lines
+                plain = len(held) == 1 and not self._blanks and held[0][:1] == b"<"
+                offset = self._held_offset
             pos += len(line) + 1
+        if plain:
+            self._held_offset, self._held_size = offset, len(held[0])
         return pos
 
     def _line(self, line: bytes, offset: int, out: List[Frame]) -> None:
