@@ -1,6 +1,12 @@
 """Text mode: cutting values at real keys, and typing them like JSON mode does."""
+import re
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from nvparser import parse_frame
 from nvparser._text import split_list, split_map
+from nvparser.schema import ITEM_START
 
 
 def record(body: str):
@@ -74,6 +80,26 @@ def test_go_list_and_map_renderings():
     assert split_map(":admin") == {"": "admin"}
     assert split_map(":reader dev:admin") == {"": "reader", "dev": "admin"}
     assert split_map("") is None  # a nil map is JSON null
+
+
+# The rule as the reference states it (§3.4: an item starts "<check> <LEVEL> - "), as a
+# regex lookahead at every space: the oracle for split_items' finds.
+ITEM_ORACLE = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|NOTE|ERROR) - )")
+ITEM_WORDS = ["D.5.4", "custom/chk1", "a/b/c", "/x", "x/", "/", "WARN", "HIGH", "PASS", "MANUAL",
+              "ERROR", "NOTE", "INFO", "-", "--", "Ensure", "é", "", "WARN-", "a,b"]
+# Whole "<check> <LEVEL> -" phrases, well-formed or not, so that starts are common.
+ITEM_STARTS = ["%s %s -" % (check, level) for check in ("D.5.4", "g/t", "a/b/c", "/x", "x/", "", "-")
+               for level in ("WARN", "HIGH", "NOTE", "LOW")]
+
+
+@given(st.lists(st.sampled_from(ITEM_WORDS) | st.sampled_from(ITEM_STARTS), max_size=30))
+@example(["x", "WARN", "-", "WARN", "-", "y"])  # a level mark right after another
+@example(["", "WARN", "-", "a"])  # no check before the level
+@example(["WARN", "-", "a", "bc"])  # nothing before the level
+def test_split_items_cuts_where_the_reference_rule_does(words):
+    inner = " ".join(words)
+    assert split_list("items", inner) == ITEM_ORACLE.split(inner)
+    assert ITEM_START.split(inner) == ITEM_ORACLE.split(inner)  # Splunk's search-time split
 
 
 def test_float_fields_are_floats_in_both_modes():

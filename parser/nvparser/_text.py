@@ -13,7 +13,7 @@ import re
 from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
-from .schema import FIELDS, FREE_TEXT, ITEM_START, typed_keys
+from .schema import FIELDS, FREE_TEXT, ITEM_LEVELS, typed_keys
 
 _CANDIDATE = re.compile(r",([A-Za-z_][A-Za-z0-9_]*)=")
 
@@ -298,11 +298,39 @@ _KINDS = {_to_int: "an integer", _to_float: "a number", _to_bool: "a boolean",
 def split_list(key: str, inner: str) -> List[str]:
     """``a b c`` -> elements. Go prints ``[""]`` as ``[]``, so ``""`` -> ``[""]``.
 
-    Compliance ``items`` hold spaces; each starts ``<id> <LEVEL> - ``.
+    Compliance ``items`` hold spaces: see ``split_items``.
     """
     if key == "items":
-        return ITEM_START.split(inner)
+        return split_items(inner)
     return inner.split(" ")
+
+
+_LEVELS = frozenset(ITEM_LEVELS)
+
+
+def split_items(inner: str) -> List[str]:
+    """Compliance items joined by spaces -> the items.
+
+    An item starts after a space with ``<check> <LEVEL> - ``, where the check
+    is one word with at most one inner "/" (``D.5.4``, ``group/test``). A
+    description may hold such words, and the split takes them as starts too:
+    nothing in the text tells them apart. Found from each " - " (one scan)
+    rather than by a regex lookahead at every space: about twice as fast.
+    """
+    items = []
+    start = 0
+    at = inner.find(" - ")
+    while at >= 0:
+        before_level = inner.rfind(" ", 0, at)
+        if before_level >= 0 and inner[before_level + 1:at] in _LEVELS:
+            space = inner.rfind(" ", 0, before_level)  # before the check
+            check = inner[space + 1:before_level]
+            if space >= 0 and check and check.count("/") <= 1 and check[0] != "/" and check[-1] != "/":
+                items.append(inner[start:space])
+                start = space + 1
+        at = inner.find(" - ", at + 1)
+    items.append(inner[start:])
+    return items
 
 
 def split_map(inner: str) -> Optional[Dict[str, str]]:

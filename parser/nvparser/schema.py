@@ -271,6 +271,9 @@ RECORD_START = re.compile(
     rb'|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d '  # RFC 3164 without PRI
 )
 
-#: Where an element of a text-mode compliance ``items`` list starts: Go joins
-#: the elements with single spaces, and each reads ``<check> <LEVEL> - ``.
-ITEM_START = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|NOTE|ERROR) - )")
+#: The levels of a compliance check's result: a text-mode ``items`` element
+#: reads ``<check> <LEVEL> - <message>``, and Go joins the elements with spaces.
+ITEM_LEVELS = ("PASS", "INFO", "WARN", "MANUAL", "HIGH", "NOTE", "ERROR")
+#: The space before each item but the first, as a regex (Splunk's search-time split;
+#: the parser's ``split_items`` finds the same spaces faster).
+ITEM_START = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:%s) - )" % "|".join(ITEM_LEVELS))
