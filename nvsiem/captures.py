@@ -179,6 +179,8 @@ def _close(parser: Parser, ended_with_lf: bool, reason: str) -> List:
 
 
 def _detect(reads: List[HexChunk]):
+    if not reads:
+        return "tcp", "nothing to detect: no line of data nc received; for syslog itself, use nvsiem parse"
     if any(not is_record_start(r.data) for r in reads):
         return "tcp", "detected: a read starts inside a record"
     if any(r.offset == 0 for r in reads[1:]):

@@ -271,6 +271,17 @@ def test_a_corrupt_line_is_a_dead_letter_and_the_frame_it_cut_is_not_a_record(tm
     assert letters[0]["offset"] == len(FRAMES[0]) and letters[2]["offset"] == (broken + 1) * 16
 
 
+def test_syslog_given_to_replay_is_dead_lettered_line_by_line_with_a_hint(tmp_path, capsys):
+    text = tmp_path / "syslog.log"
+    text.write_bytes(b"".join(FRAMES[:2]))
+    status, records, letters = replay(tmp_path, text)
+    assert status == 1 and records == []
+    assert [letter["text"].encode() + b"\n" for letter in letters] == FRAMES[:2]
+    assert all("not an nc hex dump line" in letter["reason"] for letter in letters)
+    assert "nothing to detect: no line of data nc received; for syslog itself, use nvsiem parse" \
+        in capsys.readouterr().err
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "missing.hex")]) == 2
     assert "cannot read" in capsys.readouterr().err
