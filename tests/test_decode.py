@@ -2,6 +2,8 @@
 import re
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from nvparser import DeadLetter, Record, Skipped, parse_frame
 
@@ -139,6 +141,48 @@ def test_fast_path_agrees_with_the_general_path_on_every_reference_frame():
             else:  # NeuVector's own wire form always takes the fast path
                 assert not wire.match(line), sample.id
     assert fast >= 30
+
+
+RELAYED_HEADS = [
+    rb"<\1>Mar 14 08:00:13 \2 controller[13]: ",  # rsyslog's RFC 3164 forwarding
+    rb"<\1>Mar  4 08:00:13 \2 neuvector: ",
+    rb"<\1>2025-03-14T08:00:13+00:00 \2 neuvector: ",
+    rb"<\1>Mar 14 08:00:13 \2 ",  # no tag
+]
+
+
+@pytest.mark.parametrize("head", RELAYED_HEADS)
+def test_relayed_reference_frames_take_the_fast_path_and_agree_with_the_general_path(head):
+    from nvparser._decode import _parse
+    from nvparser._fast import fast_record
+    from nvsamples import load_samples
+
+    wire = re.compile(rb"<(\d+)>1 \S+ (\S+) \S+ \S+ \S+ - (?=notification=|\{)")
+    relayed = [wire.sub(head, line, 1) for sample in load_samples() for line in sample.lines if wire.match(line)]
+    assert len(relayed) >= 30
+    for frame in relayed:
+        quick = fast_record(frame, 0)
+        assert quick is not None, frame[:120]
+        assert quick == _parse(frame, 0)
+
+
+HEAD_PIECES = ["<134>", "<13>", "<999>", "<x>", "1 ", "1", " ", "-", "- ", "Mar 14 08:00:13 ", "Mar  4 08:00:13 ",
+               "2025-03-14T08:00:13Z ", "host ", "tag[1]: ", "tag: ", ":", "[", "]", '[m x="a"] ', '"', "=", ",",
+               "notification=", '{"notification"', "é", "\t"]
+
+
+@given(st.lists(st.sampled_from(HEAD_PIECES), max_size=12), st.sampled_from([BODY, '{"notification":"event"}']))
+@example(["<134>", "1 ", "2025-03-14T08:00:13Z ", "h a 1 m ", "[", "notification=", "]", " "], BODY)
+# RFC 5424 structured data holding a body's start: only the whole line shows where it ends.
+@example(["<134>1 2025-03-14T08:00:13Z h a 1 m [notification=audit,message=x] "], "notification=audit,user=bob")
+def test_the_fast_path_gives_the_general_paths_record_or_leaves_the_frame_to_it(pieces, body):
+    # Whatever comes before the body: a relay's head must be read exactly as the general path reads it.
+    from nvparser._decode import _parse
+    from nvparser._fast import fast_record
+
+    frame = ("".join(pieces) + body).encode()
+    quick = fast_record(frame, 0)
+    assert quick is None or quick == _parse(frame, 0)
 
 
 def test_the_python_split_cuts_at_every_separator_where_they_alternate():

@@ -1,7 +1,8 @@
 """The fast path for frames exactly as NeuVector sends them.
 
-Nearly every frame is ``<PRI>1 TS HOST APP PID neuvector - `` followed by a
-text body whose keys are all known and in struct order, or by a JSON body.
+Nearly every frame is ``<PRI>1 TS HOST APP PID neuvector - `` (or a relay's
+RFC 3164 rewrite of it) followed by a text body whose keys are all known
+and in struct order, or by a JSON body.
 For those, this module does the work of the general path in one function
 with a handful of C-level calls, and remembers per key sequence which
 fields need typing. Anything else returns None and takes the general path,
@@ -19,10 +20,12 @@ and building its typed dict (``_build``), have C twins in the optional
 ``_speedups`` module, which halve the cost of a text record; both give the
 same results (tests/test_speedups.py).
 """
+import re
 from typing import Dict, Optional, Tuple, Union
 
 from ._codec import json_loads_from
 from ._events import Record
+from ._header import split_header
 from .schema import FIELDS, FREE_TEXT
 from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split_map
 
@@ -125,6 +128,10 @@ _ALTERNATING = b"=," * 4096
 # header for every event of a second, so it is split and decoded once, and
 # each record gets a copy.
 _HEADERS: Dict[bytes, Union[dict, bool]] = {}
+# RFC 5424's structured data may hold a "notification=": only the whole line tells where it ends.
+_RFC5424_START = re.compile(rb"<\d{1,3}>1 ")
+# The same for the other heads (``_relayed_header``), keyed by all bytes before the body.
+_RELAYED_HEADERS: Dict[bytes, Union[dict, bool]] = {}
 
 
 def _header(head: bytes) -> Union[dict, bool]:
@@ -147,23 +154,57 @@ def _header(head: bytes) -> Union[dict, bool]:
     }
 
 
+def _relayed_header(head: bytes) -> Union[dict, bool]:
+    """The syslog object for ``head``, the bytes before a body, as the general path reads it.
+
+    For heads a relay writes (RFC 3164 ``<PRI>Mmm dd hh:mm:ss HOST TAG: ``)
+    and other ``<PRI>`` heads but RFC 5424's: their reading depends on the
+    head alone (the body starts at the first ``notification=`` or
+    ``{"notification"``), so it is done once per head by the general path's
+    own function. RFC 5424 heads with structured data, and heads without a
+    PRI, stay the general path's.
+    """
+    if head[:1] != b"<" or _RFC5424_START.match(head) or not head.isascii():
+        return False
+    syslog, body, _ = split_header(head.decode("ascii") + "notification=")
+    return syslog if syslog is not None and body == "notification=" else False
+
+
+def _cached(cache: dict, head: bytes, read) -> Union[dict, bool]:
+    header = cache.get(head)
+    if header is None:
+        if len(cache) > 1024:  # bounded: a new key each second at most per controller
+            cache.clear()
+        header = cache[head] = read(head)
+    return header
+
+
 def fast_record(raw: bytes, offset: int) -> Optional[Record]:
     # The header is read from the bytes: a JSON body then goes to the JSON
     # decoder as bytes (which checks its UTF-8 itself), never decoded to a
     # 1 KB string and copied first. Header fields hold no spaces, so the
     # first " - " is the (empty) structured data before the body.
+    if raw[-1:] in (b"\n", b"\r"):
+        return None
     end = raw.find(b" - ", 0, _HEADER_SPAN)
-    if end < 0 or raw[-1:] in (b"\n", b"\r"):
-        return None
-    head = raw[:end]
-    header = _HEADERS.get(head)
-    if header is None:
-        if len(_HEADERS) > 1024:  # bounded: a new key each second at most per controller
-            _HEADERS.clear()
-        header = _HEADERS[head] = _header(head)
-    if not header:
-        return None
-    start = end + 3  # where the body starts
+    header = False
+    if end >= 0:
+        head = raw[:end]
+        header = _HEADERS.get(head)
+        if header is None:
+            header = _cached(_HEADERS, head, _header)
+        start = end + 3  # where the body starts
+    if not header:  # a relay's header: the body starts at its first key
+        start = raw.find(b"notification=", 0, _HEADER_SPAN)
+        json_start = raw.find(b'{"notification"', 0, _HEADER_SPAN if start < 0 else start)
+        if json_start >= 0:
+            start = json_start
+        if start <= 0:
+            return None
+        head = raw[:start]
+        header = _cached(_RELAYED_HEADERS, head, _relayed_header)
+        if not header:
+            return None
     try:
         if raw.startswith(b"notification=", start):
             if not head.isascii():
