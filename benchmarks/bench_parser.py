@@ -12,6 +12,8 @@ Each round measures, on the same file and pinned to one core:
 * ``JSON mode, stdlib json``: the same without orjson (it is optional);
 * ``text mode, pure Python``: 64 KiB feeds without the C accelerator
   (``nvparser._speedups``, optional), as the Splunk app runs it;
+* ``text mode, RFC 3164 headers``: 64 KiB feeds of the same records as a
+  relay (rsyslog) forwards them;
 * ``text mode + json_dumps``: records serialised too, as a sink would.
 
 Rows print records/s and the cost relative to the floor of the same round
@@ -110,11 +112,13 @@ def main() -> int:
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[-1]})
     work = Path(tempfile.mkdtemp(prefix="nvsiem-bench-"))
-    text, js = work / "text.log", work / "json.log"
+    text, js, relayed = work / "text.log", work / "json.log", work / "rfc3164.log"
     size_text = corpus.write(text, args.records, "text")
     size_json = corpus.write(js, args.records, "json")
+    corpus.write(relayed, args.records, "rfc3164")
     rows = {"floor (read lines, text file)": [], "text mode": [], "text mode, 64 KiB feeds": [],
-            "text mode, 64 KiB feeds, pure Python": [], "JSON mode": [],
+            "text mode, 64 KiB feeds, pure Python": [], "text mode, RFC 3164 headers, 64 KiB feeds": [],
+            "JSON mode": [],
             "JSON mode, 64 KiB feeds": [],
             "JSON mode, stdlib json": [], "text mode + json_dumps": []}
     ratios = {k: [] for k in rows}
@@ -125,6 +129,7 @@ def main() -> int:
             "text mode": parse(text),
             "text mode, 64 KiB feeds": parse(text, chunk_size=1 << 16),
             "text mode, 64 KiB feeds, pure Python": pure_python(text),
+            "text mode, RFC 3164 headers, 64 KiB feeds": parse(relayed, chunk_size=1 << 16),
             "JSON mode": parse(js),
             "JSON mode, 64 KiB feeds": parse(js, chunk_size=1 << 16),
             "JSON mode, stdlib json": stdlib_json(js),
@@ -142,7 +147,7 @@ def main() -> int:
                                       statistics.median(ratios[name])))
     if args.big_mb:
         replay_capture(work, args.big_mb)
-    for f in (text, js):
+    for f in (text, js, relayed):
         f.unlink()
     work.rmdir()
     return 0

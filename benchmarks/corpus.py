@@ -1,10 +1,12 @@
-"""A benchmark corpus of NeuVector frames, text mode and JSON mode.
+"""A benchmark corpus of NeuVector frames: text mode, JSON mode, and text
+mode as a relay forwards it (``rfc3164``: rsyslog's RFC 3164 header).
 
 Every single-line syslog frame of the reference samples (all notification
 types, ~1 KB on average; the rare 10 KB scan report is left out) is cycled with a numbered ``reported_timestamp``;
 the JSON-mode twin of each record is rendered by the tests' Go-format
 oracle, so both corpora hold the same events.
 """
+import re
 import sys
 from pathlib import Path
 
@@ -32,10 +34,15 @@ def templates():
     return pairs
 
 
+_RFC5424_HEAD = re.compile(rb"<(\d+)>1 \S+ (\S+) \S+ \S+ \S+ - ")
+
+
 def write(path: Path, records: int, mode: str) -> int:
     """Write ``records`` LF-terminated frames; returns the file's size."""
     pairs = templates()
-    column = 0 if mode == "text" else 1
+    if mode == "rfc3164":
+        pairs = [(_RFC5424_HEAD.sub(rb"<\1>Mar 14 09:26:47 \2 neuvector: ", text, 1), None) for text, _ in pairs]
+    column = 1 if mode == "json" else 0
     with open(path, "wb", buffering=1 << 20) as out:
         for i in range(records):
             frame = pairs[i % len(pairs)][column]
