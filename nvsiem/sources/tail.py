@@ -77,6 +77,7 @@ class TailSource(Source):
         parser, held, quiet_since = self.parser(), False, time.monotonic()
         partial = 0  # bytes after the last LF read: a line still being written
         refused = False  # by the spool at stop: keep the saved position, read it again next start
+        rotated = False  # the path names a new file: read the old one to its end, then switch
         try:
             while True:
                 data = f.read(_READ)
@@ -89,6 +90,17 @@ class TailSource(Source):
                     nl = data.rfind(b"\n")
                     partial = partial + len(data) if nl < 0 else len(data) - nl - 1
                     held, quiet_since = True, time.monotonic()
+                    continue
+                if rotated:
+                    if not self.spool(self.finish(parser, partial == 0)):
+                        refused = True
+                        break
+                    f.close()
+                    f = open(self.path, "rb")
+                    inode, pos, held, partial = os.fstat(f.fileno()).st_ino, 0, False, 0
+                    parser, rotated = self.parser(), False
+                    self._save(inode, pos)
+                    log.info("%s: following the new %s (rotated)", self.label, self.path)
                     continue
                 if self._stopping.is_set():
                     break
@@ -103,18 +115,7 @@ class TailSource(Source):
                 except FileNotFoundError:
                     st = None
                 if st is not None and st.st_ino != inode:
-                    data = f.read()  # what was written before the rename
-                    self.received(len(data))
-                    ended_with_lf = data.endswith(b"\n") if data else partial == 0
-                    if not self.spool(parser.feed(data) + self.finish(parser, ended_with_lf)):
-                        refused = True
-                        break
-                    f.close()
-                    f = open(self.path, "rb")
-                    inode, pos, held, partial = os.fstat(f.fileno()).st_ino, 0, False, 0
-                    parser = self.parser()
-                    self._save(inode, pos)
-                    log.info("%s: following the new %s (rotated)", self.label, self.path)
+                    rotated = True  # what was written before the rename is read first, 64 KiB at a time
                 elif st is not None and st.st_size < pos:
                     if not self.spool(self.finish(parser, partial == 0)):
                         refused = True
