@@ -28,7 +28,9 @@ from splunklib.modularinput import Argument, EventWriter
 
 from .modinput import Emitter, NeuVectorScript, int_param
 
-CHUNK = 1 << 20
+# Fed to the parser as read, as every input of the pack feeds it: fewer records alive
+# at once stay in the CPU cache (1 MiB feeds were 1.5-2x slower).
+CHUNK = 64 << 10
 FINGERPRINT = 256           # first bytes hashed to tell a reused inode from the file we knew
 _HEXDUMP_LINE = re.compile(rb"[<>] [0-9a-f]{8} ")
 
