@@ -24,16 +24,15 @@ $(STAMP): setup.cfg setup.py pyproject.toml parser/nvparser/_speedups.c
 	$(BIN)/pip install -q -e '.[fast,test]'
 	touch $@
 
-# netcat-traditional makes the real captures the tests replay.
+# The system packages the tests use (real peers: nc.traditional, openssl,
+# logger; libmagic for AppInspect; gcc for the C accelerator).
 system-deps:
-	@command -v nc.traditional >/dev/null || { \
-	  [ "$$(id -u)" = 0 ] || { echo "install netcat-traditional (apt-get install netcat-traditional)"; exit 1; }; \
-	  apt-get update -qq && apt-get install -y -qq netcat-traditional; }
+	@PY=$(PY) .ci/system-deps
 
 run: $(STAMP)
 	BIN=$(BIN) examples/run.sh
 
-test: $(STAMP) system-deps
+test: system-deps $(STAMP)
 	$(BIN)/python -m pytest
 
 test-parser-pythons:

@@ -109,7 +109,11 @@ def main() -> int:
     size = sum(map(len, records)) / len(records)
     print(f"{len(records)} records, {size:.0f} B of JSON each on average; {args.rounds} interleaved rounds")
 
+    cpus = sorted(os.sched_getaffinity(0))
     proc, port = start_receiver()
+    if len(cpus) > 1:  # the sender under test on one core, the receiver on the other
+        os.sched_setaffinity(proc.pid, {cpus[0]})
+        os.sched_setaffinity(0, {cpus[-1]})
     variants = {
         "fluent-logger, Message mode, no ack (floor)": lambda r: run_floor(port, r),
         "FluentdSink, PackedForward 1000/msg + ack": lambda r: run_sink(port, r),

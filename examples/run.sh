@@ -33,11 +33,22 @@ done
 kill -TERM $listener && wait $listener || true
 trap - EXIT
 
-delivered=$(wc -l < "$OUT/records.jsonl" 2>/dev/null || echo 0)
-echo "nvsiem listen delivered $delivered of the capture's $expected records to $OUT/records.jsonl"
-"$BIN/python" - "$OUT/records.jsonl" <<'EOF'
+# Every record of the capture, each exactly once, compared by content.
+"$BIN/python" - "$OUT/records.jsonl" "$OUT/expected.jsonl" <<'EOF'
 import collections, json, sys
-counts = collections.Counter(json.loads(line)["notification"] for line in open(sys.argv[1]))
-print("  by notification: " + ", ".join("%s %d" % kv for kv in sorted(counts.items())))
+def records(path):
+    try:
+        return collections.Counter(json.dumps(json.loads(line), sort_keys=True) for line in open(path, "rb"))
+    except FileNotFoundError:
+        return collections.Counter()
+delivered, expected = records(sys.argv[1]), records(sys.argv[2])
+print("nvsiem listen delivered %d of the capture's %d records to %s"
+      % (sum(delivered.values()), sum(expected.values()), sys.argv[1]))
+kinds = collections.Counter(json.loads(r)["notification"] for r in delivered.elements())
+print("  by notification: " + ", ".join("%s %d" % kv for kv in sorted(kinds.items())))
+missing, extra = expected - delivered, delivered - expected
+if missing or extra:
+    sys.exit("  %d records of the capture missing, %d not in the capture or duplicated"
+             % (sum(missing.values()), sum(extra.values())))
+print("  each record of the capture exactly once")
 EOF
-[ "$delivered" -ge "$expected" ]
