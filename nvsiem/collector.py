@@ -258,7 +258,8 @@ class SinkWorker(threading.Thread):
         delay = 0.0
         while time.monotonic() < self._deadline:
             try:
-                batch = self.reader.read(self.sink.max_batch, timeout=0.0 if self._draining else 0.5)
+                batch = self.reader.read(self.sink.max_batch, self.sink.max_batch_bytes,
+                                         timeout=0.0 if self._draining else 0.5)
             except OSError as exc:  # the spool volume failing: keep trying, loudly
                 self.last_error = "reading the spool: %s" % exc
                 log.error("sink %s: %s", self.label, self.last_error)

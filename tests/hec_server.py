@@ -16,7 +16,8 @@ What it implements (splunk-notes §4):
 Faults a test can turn on: ``busy`` (the next N event posts get 503 code 9),
 ``drop_acks`` (the next N acknowledged requests are lost before indexing:
 their ackId never turns true), ``hold_acks`` (indexing is slow: every ack
-query answers false for now), ``reject`` (a predicate marking events the
+query answers false for now), ``ack_delay`` (seconds from a request to
+its ackId turning true: a real indexer's latency), ``reject`` (a predicate marking events the
 server refuses with code 6), and ``restart()`` (channels, pending acks and
 unindexed events are forgotten, as when splunkd restarts).
 """
@@ -26,6 +27,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional
@@ -54,6 +56,7 @@ class HecServer:
         self.busy = 0
         self.drop_acks = 0
         self.hold_acks = False
+        self.ack_delay = 0.0
         self.max_content_length: Optional[int] = None  # limits.conf [http_input] max_content_length
         self.reject: Callable[[dict], bool] = lambda event: False
         self._channels: Dict[str, dict] = {}
@@ -163,13 +166,14 @@ class HecServer:
             if not token.get("ack"):
                 self.indexed.extend(events)
                 return {"text": "Success", "code": 0}
-            state = self._channels.setdefault(channel, {"next": 0, "pending": {}})
+            state = self._channels.setdefault(channel, {"next": 0, "pending": {}, "posted": {}})
             ack_id = state["next"]
             state["next"] += 1
             if self.drop_acks > 0:
                 self.drop_acks -= 1
                 events = None                 # lost before it was indexed
             state["pending"][ack_id] = events
+            state["posted"][ack_id] = time.monotonic()
             return {"text": "Success", "code": 0, "ackId": ack_id}
 
     def _ack_query(self, token: dict, channel: Optional[str], body: bytes) -> dict:
@@ -184,9 +188,11 @@ class HecServer:
             raise HecError(400, 6, "Invalid data format") from None
         answer = {}
         with self.lock:
-            pending = self._channels.get(channel, {"pending": {}})["pending"]
+            state = self._channels.get(channel, {"pending": {}, "posted": {}})
+            pending, now = state["pending"], time.monotonic()
             for ack_id in ids:
-                events = None if self.hold_acks else pending.get(ack_id)
+                indexing = self.hold_acks or now - state["posted"].get(ack_id, now) < self.ack_delay
+                events = None if indexing else pending.get(ack_id)
                 if events is not None:          # indexed now; reported true once
                     self.indexed.extend(events)
                     del pending[ack_id]

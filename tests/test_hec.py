@@ -246,6 +246,37 @@ def test_bad_options_are_refused_up_front(token_env, monkeypatch):
         HecSink(f"splunk-hec://h:8088?{token_env}")
 
 
+def test_a_whole_batch_is_posted_before_its_acks_are_awaited(hec, token_env, tmp_path):
+    # Throughput is batch / ack latency: the collector must hand the sink its whole batch
+    # (here 3,000 records, ~5 MiB: more than other sinks' 4 MiB) and the sink post all of it.
+    from nvsiem.collector import SinkWorker
+    from nvsiem.metrics import Metrics
+    from nvsiem.spool import Spool
+
+    hec.ack_delay = 0.2
+    spool = Spool(str(tmp_path), fsync_interval=0)
+    reader = spool.reader("hec")
+    big = [dict(r, padding="x" * 1700) for r in records(3000)]
+    spool.append(encoded(big))
+    sink = HecSink(f"splunk-hec+http://{hec.hostport}?{token_env}&{FAST}&batch=3000")
+    assert sink.max_batch == 3000 and HecSink(f"splunk-hec://h?{token_env}").max_batch == 5000
+    worker = SinkWorker(sink, reader, Metrics(), retry_max=0.2)
+    worker.drain(time.monotonic() + 30)
+    worker.run()
+    expect_once(hec, 3000)
+    paths = [r["path"] for r in hec.log]
+    first_ack = paths.index("/services/collector/ack")
+    assert paths[first_ack:].count("/services/collector/event") == 0  # one batch: every post came first
+    assert paths[:first_ack].count("/services/collector/event") >= 5  # max_body 1M: several requests
+    spool.close()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "many"])
+def test_a_batch_that_is_not_a_positive_number_is_refused(token_env, value):
+    with pytest.raises(ValueError, match="batch="):
+        HecSink(f"splunk-hec://h:8088?{token_env}&batch={value}")
+
+
 def test_collector_builds_it_from_a_url_with_the_token_resolved(hec, token_env):
     from nvsiem.sinks import open_sink
     sink = open_sink(f"splunk-hec+http://{hec.hostport}?{token_env}&types=violation&{FAST}")

@@ -32,8 +32,9 @@ class Sink(abc.ABC):
 
     #: URL schemes this sink serves.
     schemes: ClassVar[Sequence[str]] = ()
-    #: Largest batch the collector hands to ``send``.
+    #: Largest batch the collector hands to ``send``: records, and bytes.
     max_batch: int = 1000
+    max_batch_bytes: int = 4 << 20
 
     def __init__(self, url: str) -> None:
         self.url = url
