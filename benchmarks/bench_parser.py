@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import corpus  # noqa: E402
 from nvparser import Parser, _codec, _fast, json_dumps  # noqa: E402
+from twins import python_twins  # noqa: E402
 
 CHUNK = 1 << 20
 
@@ -78,12 +79,8 @@ def stdlib_json(path: Path) -> float:
 
 def pure_python(path: Path) -> float:
     """Text mode where the C accelerator was not built (and in the Splunk app)."""
-    saved = _fast.split_body, _fast.build
-    _fast.split_body, _fast.build = _fast._split_body, _fast._build
-    try:
+    with python_twins():
         return parse(path, chunk_size=1 << 16)
-    finally:
-        _fast.split_body, _fast.build = saved
 
 
 def replay_capture(work: Path, megabytes: int) -> None:

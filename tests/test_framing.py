@@ -122,6 +122,23 @@ def test_the_size_limit_counts_the_held_line_it_continues_not_an_earlier_one():
         assert frames[-1] == (R2, len(data) - len(R2) - 1, None)
 
 
+def test_blank_lines_held_after_a_text_frame_count_toward_the_limit():
+    # They may be part of a value (the next line tells), so they are held: never past max_frame.
+    flood = R1 + b"\n" + b"\n" * 200 + b"cont\n" + R2 + b"\n"
+    frames = frames_of(flood, 0, max_frame=len(R1) + 50)
+    cut = 51  # the 51st blank line takes the held frame over the limit (each counts its LF)
+    assert frames[0] == (R1 + b"\n" * cut, 0, "record longer than max_frame (%d bytes) across lines" % (len(R1) + 50))
+    assert all(f == (b"", len(R1) + 1 + cut + i, None) for i, f in enumerate(frames[1:-2]))  # frames of their own
+    assert frames[-2:] == [(b"cont", len(flood) - len(R2) - 6, None), (R2, len(flood) - len(R2) - 1, None)]
+
+
+def test_a_blank_line_after_a_json_mode_frame_is_a_frame_at_once():
+    json_frame = HEAD + b'{"notification":"event","name":"a"}'
+    framer = LineFramer(max_frame=len(json_frame) + 10)
+    assert framer.feed(json_frame + b"\n" + b"\n" * 100) == [(json_frame, 0, None)] + [
+        (b"", len(json_frame) + 1 + i, None) for i in range(100)]
+
+
 def test_octet_count_above_the_limit_is_dead_lettered():
     data = b"500 <" + b"y" * 499 + R1 + b"\n"
     frames = frames_of(data, chunk=50, max_frame=len(R1) + 10)

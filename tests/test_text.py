@@ -154,7 +154,7 @@ def test_floats_go_never_prints_are_kept_as_text_and_noted():
     from nvsamples import load_samples
 
     (line,) = [s.lines[0] for s in load_samples() if b"score_v3=10," in s.lines[0]]
-    for value in ("1_0", " 7.5", "nan", "\u0667.\u0665", "7.5 ", "+7.5"):
+    for value in ("1_0", " 7.5", "nan", "\u0667.\u0665", "7.5 ", "+7.5", "5.", ".5"):
         frame = line.replace(b"score_v3=10,", b"score_v3=" + value.encode() + b",")
         assert fast_record(frame, 0) is None, value  # the fast path leaves it to the general one
         event = parse_frame(frame)

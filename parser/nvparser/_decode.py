@@ -158,8 +158,8 @@ def _json_body(body: str, notes: list):
     if isinstance(data, str):
         return data
     notification = data.get("notification")
+    if not isinstance(notification, str):
+        return "JSON body has no \"notification\" string"
     if notification not in FIELDS:
-        if not isinstance(notification, str):
-            return "JSON body has no \"notification\" string"
         notes.append("unknown notification type %r" % notification)
-    return coerce_floats(data)
+    return coerce_floats(data, notification)

@@ -27,12 +27,10 @@ from ._codec import json_loads_from
 from ._events import Record
 from ._header import split_header
 from .schema import FIELDS, FREE_TEXT
-from ._text import _CANDIDATE, _SCHEMAS, BOOLS, coerce_floats, split_list, split_map
+from ._text import _CANDIDATE, _SCHEMAS, BOOLS, FLOAT_KEYS, coerce_floats, split_list, split_map
 
 # NeuVector's header is ~100 characters; one longer takes the general path.
 _HEADER_SPAN = 256
-# The notification types that have float fields (audit's scores).
-_WITH_FLOATS = frozenset(name for name, schema in _SCHEMAS.items() if schema.floats)
 # Record(...) runs a Python-level __new__; the tuple's own skips that frame.
 _new_record = tuple.__new__
 
@@ -139,8 +137,8 @@ def _header(head: bytes) -> Union[dict, bool]:
     if len(parts) != 6 or b"," in head or b"=" in head:
         return False
     pri = parts[0]
-    if pri[-2:] != b">1" or pri[:1] != b"<" or not pri[1:-2].isdigit() or int(pri[1:-2]) > 191:
-        # "<134>1": anything else (RFC 3164, no PRI) is the general path's
+    if pri[-2:] != b">1" or pri[:1] != b"<" or len(pri) > 6 or not pri[1:-2].isdigit() or int(pri[1:-2]) > 191:
+        # "<134>1" (at most 3 digits): anything else (RFC 3164, no PRI) is the general path's
         return False
     try:
         timestamp, hostname, app_name, procid, msgid = (None if p == b"-" else p.decode("utf-8") for p in parts[1:])
@@ -164,8 +162,8 @@ def _relayed_header(head: bytes) -> Union[dict, bool]:
     own function. RFC 5424 heads with structured data, and heads without a
     PRI, stay the general path's.
     """
-    if head[:1] != b"<" or _RFC5424_START.match(head) or not head.isascii():
-        return False
+    if head[:1] != b"<" or _RFC5424_START.match(head) or not head.isascii() or b"," in head or b"=" in head:
+        return False  # a "," or "=" before the body would mislead _split_body's alternation check
     syslog, body, _ = split_header(head.decode("ascii") + "notification=")
     return syslog if syslog is not None and body == "notification=" else False
 
@@ -215,10 +213,10 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
             if type(data) is not dict:
                 return None
             notification = data.get("notification")
-            if notification in _WITH_FLOATS:
-                coerce_floats(data)
-            elif notification not in FIELDS:
+            if type(notification) is not str or notification not in FIELDS:
                 return None
+            if notification in FLOAT_KEYS:
+                coerce_floats(data, notification)
         else:
             return None
     except ValueError:  # invalid JSON or UTF-8 (UnicodeDecodeError is one)
@@ -291,8 +289,8 @@ def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple
         values[i] = int(value)
     for i in floats:
         value = values[i]
-        # The common form only (10, 9.8); the general path reads the others.
-        if not value.replace(".", "", 1).isdigit() or not value.isascii():
+        # The common form only (10, 9.8); the general path reads the others. Go never prints "5." or ".5".
+        if not value.replace(".", "", 1).isdigit() or not value.isascii() or value[0] == "." or value[-1] == ".":
             return None
         values[i] = float(value)
     try:

@@ -188,10 +188,16 @@ class LineFramer:
             out.append((line, offset, "line longer than max_frame (%d bytes)" % self.max_frame))
             return
         if not line or line == b"\r":
-            if self._lines:
-                self._blanks.append((line, offset))  # blank, or part of a multi-line value: next line tells
-            else:
+            if not self._lines or _json_body(self._lines[0]) and not _cri_partial(self._lines[-1]):
+                self._release(out)  # nothing is joined onto a JSON-mode frame: a frame of its own
                 out.append((line, offset, None))
+                return
+            self._blanks.append((line, offset))  # blank, or part of a multi-line value: next line tells
+            self._held_size += len(line) + 1  # counted now: a flood of them must not grow without end
+            if self._held_size > self.max_frame:
+                self._lines.extend(blank for blank, _ in self._blanks)
+                self._blanks = []
+                self._oversize_across_lines(out)
             return
         if self._lines and (_cri_partial(self._lines[-1])
                             or not starts_record(line) and not _json_body(self._lines[0])):
@@ -201,14 +207,17 @@ class LineFramer:
             self._lines.append(line)
             self._held_size += len(line) + 1
             if self._held_size > self.max_frame:
-                out.append((b"\n".join(self._lines), self._held_offset,
-                            "record longer than max_frame (%d bytes) across lines" % self.max_frame))
-                self._lines = []
+                self._oversize_across_lines(out)
             return
         self._release(out)
         self._lines = [line]
         self._held_offset = offset
         self._held_size = len(line)
+
+    def _oversize_across_lines(self, out: List[Frame]) -> None:
+        out.append((b"\n".join(self._lines), self._held_offset,
+                    "record longer than max_frame (%d bytes) across lines" % self.max_frame))
+        self._lines = []
 
     def _release(self, out: List[Frame]) -> None:
         if self._lines:

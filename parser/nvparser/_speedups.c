@@ -167,7 +167,7 @@ go_float(PyObject *text)
         else
             return NULL;
     }
-    if (!digits)
+    if (!digits || s[0] == '.' || s[n - 1] == '.')  /* Go prints 5 and 0.5, never "5." or ".5" */
         return NULL;
     return PyFloat_FromString(text);
 }

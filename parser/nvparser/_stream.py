@@ -33,10 +33,11 @@ class Parser:
         The last complete line is held until the next one shows whether it
         continues it; call ``flush`` when the stream goes idle.
         """
-        return _decode_all(self._framer.feed(data))
+        return _decode_all(self._framer.feed(_as_bytes(data)))
 
     def feed_datagram(self, data: bytes) -> List:
         """One UDP datagram: one frame (its trailing LF removed)."""
+        data = _as_bytes(data)
         offset = self._datagram_offset
         self._datagram_offset += len(data)
         raw = data[:-1] if data[-1:] == b"\n" else data
@@ -51,6 +52,15 @@ class Parser:
     def close(self) -> List:
         """End of stream: everything still buffered, as events."""
         return _decode_all(self._framer.close())
+
+
+def _as_bytes(data) -> bytes:
+    """Bytes as given; a bytearray or memoryview (a socket's recv_into buffer) copied to bytes."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, str):
+        raise TypeError("the parser takes bytes, not str: encode it, or read the file in binary mode")
+    return bytes(data)
 
 
 def _decode_all(frames) -> List:

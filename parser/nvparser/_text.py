@@ -344,9 +344,16 @@ def split_map(inner: str) -> Optional[Dict[str, str]]:
     return out
 
 
-def coerce_floats(data: dict) -> dict:
-    """Go prints float32 10 as ``10``: keep such fields floats, as text mode does."""
-    for key in ("score", "score_v3"):
+#: notification type -> its float fields, for the types that have any (audit's scores)
+FLOAT_KEYS = {name: typed_keys(name, "float") for name in FIELDS if typed_keys(name, "float")}
+
+
+def coerce_floats(data: dict, notification: str) -> dict:
+    """Go prints float32 10 as ``10``: keep the type's float fields floats, as text mode does.
+
+    Only the schema's: a key this version does not know keeps what JSON gave it.
+    """
+    for key in FLOAT_KEYS.get(notification, ()):
         value = data.get(key)
         if type(value) is int:
             data[key] = float(value)

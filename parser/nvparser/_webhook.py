@@ -106,7 +106,7 @@ def _json_record(text: str, notes: list):
     notification = notification_of(record)
     if not notification:
         return "cannot tell the notification type from the webhook's keys"
-    return _with_notification(notification, coerce_floats(record))
+    return _with_notification(notification, coerce_floats(record, notification))
 
 
 def _chat(text: str, notes: list):
