@@ -137,7 +137,7 @@ def bench_modinput(stream, count, app, tmp):
         if not python:
             print("modular input, Python %s: not installed" % version)
             continue
-        floor = modinput_floor(python, stream, stream.count(b"\n"))
+        floor = max(modinput_floor(python, stream, stream.count(b"\n")) for _ in range(3))  # short: best of 3
         port = free_port()
         run = RunningInput(python, app, "neuvector", "bench", {"port": str(port), "bind": "127.0.0.1"}, tmp)
         os.sched_setaffinity(run.proc.pid, {CPU})
