@@ -6,6 +6,7 @@ splunk-notes §4 and the issue prescribe.
 """
 import collections
 import json
+import re
 import threading
 import time
 
@@ -271,10 +272,11 @@ def test_a_whole_batch_is_posted_before_its_acks_are_awaited(hec, token_env, tmp
     spool.close()
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "many"])
-def test_a_batch_that_is_not_a_positive_number_is_refused(token_env, value):
-    with pytest.raises(ValueError, match="batch="):
-        HecSink(f"splunk-hec://h:8088?{token_env}&batch={value}")
+@pytest.mark.parametrize("option", ["batch=0", "batch=-5", "batch=many", "batch=0.5", "batch=2.5", "batch=inf",
+                                    "timeout=0", "timeout=nan", "retry_for=inf", "backoff_max=x"])
+def test_numbers_that_are_not_positive_and_finite_are_refused_naming_the_option(token_env, option):
+    with pytest.raises(ValueError, match="^%s: " % re.escape(option.replace("=", "='", 1) + "'")):
+        HecSink(f"splunk-hec://h:8088?{token_env}&{option}")
 
 
 def test_collector_builds_it_from_a_url_with_the_token_resolved(hec, token_env):

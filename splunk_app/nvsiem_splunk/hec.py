@@ -137,7 +137,7 @@ class HecSink(Sink):
             raise ValueError(f"ack_timeout={self._ack_timeout:g} must be shorter than retry_for={self._retry_for:g}")
         self._backoff_max = _number(opts, "backoff_max", 10.0)
         self._max_body = parse_size(opts.get("max_body", "1M"))
-        self.max_batch = int(_number(opts, "batch", self.max_batch))
+        self.max_batch = _number(opts, "batch", self.max_batch, int)
         self._index, self._source, self._host = opts.get("index"), opts.get("source"), opts.get("host")
         # One channel per sink: ackIds count from 0 per channel and server.
         self._channel = str(uuid.uuid4())
@@ -297,13 +297,17 @@ class HecSink(Sink):
             server.session.close()
 
 
-def _number(opts: Dict[str, str], name: str, default: float) -> float:
+def _number(opts: Dict[str, str], name: str, default: float, kind=float) -> float:
+    """``opts[name]`` as a positive, finite ``kind`` (float or int), else ``default``."""
+    if name not in opts:
+        return default
     try:
-        value = float(opts.get(name, default))
+        value = kind(opts[name])
     except ValueError:
-        raise ValueError(f"{name}={opts[name]!r}: expected a number") from None
-    if value <= 0:
-        raise ValueError(f"{name}={opts[name]!r}: must be positive")
+        raise ValueError(f"{name}={opts[name]!r}: expected {'a whole number' if kind is int else 'a number'}") \
+            from None
+    if not 0 < value < float("inf"):  # NaN fails too
+        raise ValueError(f"{name}={opts[name]!r}: must be positive and finite")
     return value
 
 
