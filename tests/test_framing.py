@@ -122,14 +122,17 @@ def test_the_size_limit_counts_the_held_line_it_continues_not_an_earlier_one():
         assert frames[-1] == (R2, len(data) - len(R2) - 1, None)
 
 
-def test_blank_lines_held_after_a_text_frame_count_toward_the_limit():
-    # They may be part of a value (the next line tells), so they are held: never past max_frame.
+def test_blank_lines_held_after_a_text_frame_end_it_once_past_the_limit():
+    # They may be part of a value (the next line tells), so they are held, but never past
+    # max_frame: no record within the limit goes on after that many (keep-alive LFs, say).
     flood = R1 + b"\n" + b"\n" * 200 + b"cont\n" + R2 + b"\n"
-    frames = frames_of(flood, 0, max_frame=len(R1) + 50)
-    cut = 51  # the 51st blank line takes the held frame over the limit (each counts its LF)
-    assert frames[0] == (R1 + b"\n" * cut, 0, "record longer than max_frame (%d bytes) across lines" % (len(R1) + 50))
-    assert all(f == (b"", len(R1) + 1 + cut + i, None) for i, f in enumerate(frames[1:-2]))  # frames of their own
-    assert frames[-2:] == [(b"cont", len(flood) - len(R2) - 6, None), (R2, len(flood) - len(R2) - 1, None)]
+    for chunk in (0, 7):
+        frames = frames_of(flood, chunk, max_frame=len(R1) + 50)
+        assert frames[0] == (R1, 0, None)
+        assert frames[1:201] == [(b"", len(R1) + 1 + i, None) for i in range(200)]
+        assert frames[201:] == [(b"cont", len(R1) + 201, None), (R2, len(flood) - len(R2) - 1, None)]
+    # Fewer than that, and a continuation line still joins them onto the record.
+    assert frames_of(R1 + b"\n" * 4 + b"cont\n", max_frame=len(R1) + 50)[0] == (R1 + b"\n\n\n\ncont", 0, None)
 
 
 def test_a_blank_line_after_a_json_mode_frame_is_a_frame_at_once():

@@ -195,9 +195,9 @@ class LineFramer:
             self._blanks.append((line, offset))  # blank, or part of a multi-line value: next line tells
             self._held_size += len(line) + 1  # counted now: a flood of them must not grow without end
             if self._held_size > self.max_frame:
-                self._lines.extend(blank for blank, _ in self._blanks)
-                self._blanks = []
-                self._oversize_across_lines(out)
+                # No record within max_frame goes on past this many blank lines (keep-alive LFs,
+                # say): the held frame ends here, and each blank line is a frame of its own.
+                self._release(out)
             return
         if self._lines and (_cri_partial(self._lines[-1])
                             or not starts_record(line) and not _json_body(self._lines[0])):
@@ -207,17 +207,14 @@ class LineFramer:
             self._lines.append(line)
             self._held_size += len(line) + 1
             if self._held_size > self.max_frame:
-                self._oversize_across_lines(out)
+                out.append((b"\n".join(self._lines), self._held_offset,
+                            "record longer than max_frame (%d bytes) across lines" % self.max_frame))
+                self._lines = []
             return
         self._release(out)
         self._lines = [line]
         self._held_offset = offset
         self._held_size = len(line)
-
-    def _oversize_across_lines(self, out: List[Frame]) -> None:
-        out.append((b"\n".join(self._lines), self._held_offset,
-                    "record longer than max_frame (%d bytes) across lines" % self.max_frame))
-        self._lines = []
 
     def _release(self, out: List[Frame]) -> None:
         if self._lines:
