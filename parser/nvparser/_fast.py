@@ -27,7 +27,7 @@ from ._codec import json_loads_from
 from ._events import Record
 from ._header import split_header
 from .schema import FIELDS, FREE_TEXT
-from ._text import _CANDIDATE, _SCHEMAS, BOOLS, FLOAT_KEYS, coerce_floats, split_list, split_map
+from ._text import _CANDIDATE, _SCHEMAS, BOOLS, FLOAT_KEYS, coerce_floats, split_items, split_map
 
 # NeuVector's header is ~100 characters; one longer takes the general path.
 _HEADER_SPAN = 256
@@ -55,7 +55,7 @@ class _Plan:
         self.floats = tuple(index[k] for k in schema.floats if k in index)
         self.lists = tuple(index[k] for k in schema.lists if k in index and k != "items")
         self.maps = tuple(index[k] for k in schema.maps if k in index)
-        # compliance items hold spaces: split where each starts (split_list), not at every space
+        # compliance items hold spaces: split where each starts (split_items), not at every space
         self.items = index.get("items")
 
 
@@ -168,12 +168,11 @@ def _relayed_header(head: bytes) -> Union[dict, bool]:
     return syslog if syslog is not None and body == "notification=" else False
 
 
-def _cached(cache: dict, head: bytes, read) -> Union[dict, bool]:
-    header = cache.get(head)
-    if header is None:
-        if len(cache) > 1024:  # bounded: a new key each second at most per controller
-            cache.clear()
-        header = cache[head] = read(head)
+def _remember(cache: dict, head: bytes, read) -> Union[dict, bool]:
+    """``read(head)``, kept in ``cache`` for the next frames with that head."""
+    if len(cache) > 1024:  # bounded: a new key each second at most per controller
+        cache.clear()
+    header = cache[head] = read(head)
     return header
 
 
@@ -190,7 +189,7 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
         head = raw[:end]
         header = _HEADERS.get(head)
         if header is None:
-            header = _cached(_HEADERS, head, _header)
+            header = _remember(_HEADERS, head, _header)
         start = end + 3  # where the body starts
     if not header:  # a relay's header: the body starts at its first key
         start = raw.find(b"notification=", 0, _HEADER_SPAN)
@@ -200,7 +199,9 @@ def fast_record(raw: bytes, offset: int) -> Optional[Record]:
         if start <= 0:
             return None
         head = raw[:start]
-        header = _cached(_RELAYED_HEADERS, head, _relayed_header)
+        header = _RELAYED_HEADERS.get(head)
+        if header is None:
+            header = _remember(_RELAYED_HEADERS, head, _relayed_header)
         if not header:
             return None
     try:
@@ -247,7 +248,7 @@ def _text_body(raw: bytes, start: int) -> Optional[dict]:
         value = values[plan.items]
         if value[:1] != "[" or value[-1:] != "]":
             return None
-        data["items"] = split_list("items", value[1:-1])
+        data["items"] = split_items(value[1:-1])
     return data
 
 
@@ -298,11 +299,11 @@ def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple
             values[i] = BOOLS[values[i]]
     except KeyError:
         return None  # not true or false: the general path notes it
-    for i in lists:
+    for i in lists:  # lists of words; the plan leaves compliance items to split_items
         value = values[i]
         if value[:1] != "[" or value[-1:] != "]":
             return None
-        values[i] = split_list(keys[i], value[1:-1])
+        values[i] = value[1:-1].split(" ")
     for i in maps:
         value = values[i]
         if value[:4] != "map[" or value[-1:] != "]":
