@@ -128,7 +128,7 @@ def test_bom_before_the_body_is_ignored():
 def test_fast_path_agrees_with_the_general_path_on_every_reference_frame():
     from nvparser._decode import _parse
     from nvparser._fast import fast_record
-    from nvsamples import load_samples
+    from helpers.nvsamples import load_samples
 
     wire = re.compile(rb"<\d+>1 \S+ \S+ \S+ \S+ \S+ - (notification=|\{)")
     fast = 0
@@ -155,7 +155,7 @@ RELAYED_HEADS = [
 def test_relayed_reference_frames_take_the_fast_path_and_agree_with_the_general_path(head):
     from nvparser._decode import _parse
     from nvparser._fast import fast_record
-    from nvsamples import load_samples
+    from helpers.nvsamples import load_samples
 
     wire = re.compile(rb"<(\d+)>1 \S+ (\S+) \S+ \S+ \S+ - (?=notification=|\{)")
     relayed = [wire.sub(head, line, 1) for sample in load_samples() for line in sample.lines if wire.match(line)]
@@ -183,7 +183,7 @@ def test_the_fast_path_gives_the_general_paths_record_or_leaves_the_frame_to_it(
     # reads it, with the C accelerator (where built) and with its Python twins.
     from nvparser._decode import _parse
     from nvparser._fast import fast_record
-    from twins import python_twins
+    from helpers.twins import python_twins
 
     frame = ("".join(pieces) + body).encode()
     general = _parse(frame, 0)
@@ -249,7 +249,7 @@ def test_a_body_not_opening_with_notification_is_a_dead_letter(first):
 
 def test_json_mode_gives_the_same_records_without_orjson(monkeypatch):
     from nvparser import _codec, _fast
-    from nvsamples import load_samples
+    from helpers.nvsamples import load_samples
 
     frames = [line for s in load_samples() if s.mode == "json" for line in s.lines]
     with_orjson = [parse_frame(f).data for f in frames]

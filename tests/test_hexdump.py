@@ -8,7 +8,7 @@ import os
 
 from hypothesis import given, settings, strategies as st
 
-from nc_capture import nc_capture, needs_nc, nc_listener
+from helpers.nc_capture import nc_capture, needs_nc, nc_listener
 from nvparser._hexdump import (HexChunk, HexDumpDecoder, HexDumpError, format_hexdump,
                                read_hexdump, split_records)
 

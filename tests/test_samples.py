@@ -3,17 +3,35 @@
 The expected records (tests/fixtures/samples_expected/) were written by hand
 from the wire-format reference; see the README there for the conventions.
 """
+from collections import Counter
+
 import pytest
 
 import nvparser
-import nvsamples
+from helpers import nvsamples
 
 SAMPLES = nvsamples.load_samples()
 IDS = [s.id for s in SAMPLES]
 
 
-def test_reference_has_all_41_samples():
-    assert len(SAMPLES) == 41
+def test_fixture_holds_every_reference_vector():
+    """The reference's 41 vectors, by mode and transport, as its headers list them."""
+    assert Counter(s.mode for s in SAMPLES) == {"text": 26, "json": 8, "podlog": 2, "http": 5}
+    assert Counter(s.is_datagram for s in SAMPLES if s.mode in ("text", "json")) == {True: 20, False: 14}
+    assert {s.id for s in SAMPLES if len(s.lines) > 1} == {"incident-text-5", "tcp-stream-1"}
+    for kind in ("violation", "threat", "incident", "event", "activity", "audit"):
+        assert {s.mode for s in SAMPLES if s.id.startswith(kind + "-")} == {"text", "json"}, kind
+    docs = [s for s in SAMPLES if s.provenance == "quoted from docs/tests"]
+    assert [s.id for s in docs] == ["docs-violation-legacy", "docs-incident-legacy", "docs-admission-legacy"]
+    assert all(not s.lines[0].startswith(b"<") for s in docs)  # shown by a receiver: no PRI
+
+
+def test_a_broken_fixture_layout_is_an_error_not_fewer_samples(tmp_path):
+    broken = tmp_path / "samples.txt"
+    broken.write_bytes(b"### a | p | transport=UDP | mode=text | lines=2\n<134>1 one\n"
+                       b"### b | p | transport=UDP | mode=text | lines=1\n<134>1 two\n")
+    with pytest.raises(ValueError, match="lacks its 2 raw lines"):
+        nvsamples.load_samples(broken)
 
 
 def test_every_sample_has_an_expected_record_and_nothing_else():

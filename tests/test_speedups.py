@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from nvparser import _fast
 from nvparser._decode import _parse
-from twins import python_twins
+from helpers.twins import python_twins
 
 if os.environ.get("NVSIEM_REQUIRE_SPEEDUPS"):  # CI: a missing accelerator fails, never skips
     from nvparser import _speedups as speedups
@@ -83,7 +83,7 @@ def test_split_body_refuses_bad_arguments(args, error):
 # -- build: the template with values typed as Go's %v prints them -------------
 
 GO_INT = re.compile(r"-?[0-9]+")
-FAST_FLOAT = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # the common Go form (10, 9.8); the general path reads the rest
+GO_FLOAT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?")  # a float32 by %v: 10, 9.8, -0.5, 1e+06
 GO_LIST = re.compile(r"\[(.*)\]", re.S)
 GO_MAP = re.compile(r"map\[(.*)\]", re.S)
 
@@ -97,7 +97,7 @@ def go_map(text):
 
 RULES = (  # (fits, convert) per kind, in build's argument order
     (GO_INT.fullmatch, int),
-    (FAST_FLOAT.fullmatch, float),
+    (GO_FLOAT.fullmatch, float),
     ({"true", "false"}.__contains__, "true".__eq__),
     (GO_LIST.fullmatch, lambda text: GO_LIST.fullmatch(text).group(1).split(" ")),
     (GO_MAP.fullmatch, go_map),
@@ -125,7 +125,7 @@ def typed_items(data):
 
 
 TEXTS = ["0", "12", "-3", "-0", "-", "", "007", "1_0", " 4", "4 ", "+4", "\u0664", "1.5", "5.", ".5", ".", "1.2.3",
-         "-1.5", "1e5", "nan", "true", "false", "True", "FALSE", "9" * 18, "-" + "9" * 18, "9" * 19, "-" + "9" * 19,
+         "-1.5", "1e5", "1e+06", "-2.5e-07", "1e+", "1e-x", "1.e+06", "1.5e", "1E+06", "nan", "true", "false", "True", "FALSE", "9" * 18, "-" + "9" * 18, "9" * 19, "-" + "9" * 19,
          "18446744073709551616" * 3, "é", "[]", "[a b]", "[ ]", "[a  b]", "[", "]", "[x]y", "[é☃ 😀]", "map[]",
          "map[:admin]", "map[a:b c:d:e f]", "map[ ]", "map[x", "map]", "Map[a:b]", "map[a:b]]"]
 
@@ -198,7 +198,7 @@ def both_ways(frame):
 
 
 def test_the_reference_samples_give_the_same_records_either_way():
-    from nvsamples import load_samples
+    from helpers.nvsamples import load_samples
 
     wire = re.compile(rb"<\d+>1 \S+ \S+ \S+ \S+ \S+ - notification=")
     for line in (line for sample in load_samples() for line in sample.lines):

@@ -1,12 +1,13 @@
 """Text mode: cutting values at real keys, and typing them like JSON mode does."""
-import re
 
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from nvparser import parse_frame
-from nvparser._text import split_list, split_map
-from nvparser.schema import ITEM_START
+from nvparser._text import parse_pairs
+from nvparser.schema import FIELDS
+
+from helpers.nvsamples import load_samples
 
 
 def record(body: str):
@@ -72,36 +73,6 @@ def test_values_that_do_not_fit_their_type_are_kept_and_noted():
     assert len(event.notes) == 3
 
 
-def test_go_list_and_map_renderings():
-    assert split_list("high_vuls", "CVE-1 CVE-2") == ["CVE-1", "CVE-2"]
-    assert split_list("servers", "") == [""]  # Go prints [""] as []
-    assert split_list("items", "D.5.4 WARN - Ensure a, b D.5.12 WARN - Ensure c custom/chk1 HIGH - x y") == [
-        "D.5.4 WARN - Ensure a, b", "D.5.12 WARN - Ensure c", "custom/chk1 HIGH - x y"]
-    assert split_map(":admin") == {"": "admin"}
-    assert split_map(":reader dev:admin") == {"": "reader", "dev": "admin"}
-    assert split_map("") is None  # a nil map is JSON null
-
-
-# The rule as the reference states it (§3.4: an item starts "<check> <LEVEL> - "), as a
-# regex lookahead at every space: the oracle for split_items' finds.
-ITEM_ORACLE = re.compile(r" (?=(?:[^ /]+/)?[^ /]+ (?:PASS|INFO|WARN|MANUAL|HIGH|NOTE|ERROR) - )")
-ITEM_WORDS = ["D.5.4", "custom/chk1", "a/b/c", "/x", "x/", "/", "WARN", "HIGH", "PASS", "MANUAL",
-              "ERROR", "NOTE", "INFO", "-", "--", "Ensure", "é", "", "WARN-", "a,b"]
-# Whole "<check> <LEVEL> -" phrases, well-formed or not, so that starts are common.
-ITEM_STARTS = ["%s %s -" % (check, level) for check in ("D.5.4", "g/t", "a/b/c", "/x", "x/", "", "-")
-               for level in ("WARN", "HIGH", "NOTE", "LOW")]
-
-
-@given(st.lists(st.sampled_from(ITEM_WORDS) | st.sampled_from(ITEM_STARTS), max_size=30))
-@example(["x", "WARN", "-", "WARN", "-", "y"])  # a level mark right after another
-@example(["", "WARN", "-", "a"])  # no check before the level
-@example(["WARN", "-", "a", "bc"])  # nothing before the level
-def test_split_items_cuts_where_the_reference_rule_does(words):
-    inner = " ".join(words)
-    assert split_list("items", inner) == ITEM_ORACLE.split(inner)
-    assert ITEM_START.split(inner) == ITEM_ORACLE.split(inner)  # Splunk's search-time split
-
-
 def test_float_fields_are_floats_in_both_modes():
     text = ("notification=audit,name=Container.Scan.Report," + COMMON + ",critical_vul_cnt=1,high_vul_cnt=0,"
             "medium_vul_cnt=0,message=,score=7.5,score_v3=10")
@@ -151,7 +122,7 @@ def test_floats_go_never_prints_are_kept_as_text_and_noted():
     # spaces, "nan" and non-ASCII digits are not numbers NeuVector sent.
     from nvparser._decode import _parse
     from nvparser._fast import fast_record
-    from nvsamples import load_samples
+    from helpers.nvsamples import load_samples
 
     (line,) = [s.lines[0] for s in load_samples() if b"score_v3=10," in s.lines[0]]
     for value in ("1_0", " 7.5", "nan", "\u0667.\u0665", "7.5 ", "+7.5", "5.", ".5"):
@@ -164,3 +135,43 @@ def test_floats_go_never_prints_are_kept_as_text_and_noted():
         frame = line.replace(b"score_v3=10,", b"score_v3=" + value.encode() + b",")
         assert parse_frame(frame).data["score_v3"] == number and not parse_frame(frame).notes
         assert (fast_record(frame, 0) or _parse(frame, 0)) == _parse(frame, 0)
+
+
+# -- a key that appears twice: the first is the key, no byte is lost ---------
+
+def test_a_value_holding_its_own_key_stays_whole():
+    data = record("notification=event,name=Container.Start,level=Info,reported_timestamp=1,reported_at=x,"
+                  "cluster_name=shop, EU,cluster_name= (prod),host_id=h").data
+    assert data["reported_at"] == "x" and data["cluster_name"] == "shop, EU,cluster_name= (prod)"
+    assert data["host_id"] == "h"
+
+
+def test_a_later_value_holding_an_earlier_key_stays_whole():
+    data = record("notification=violation,level=Warning,reported_timestamp=1,reported_at=x,cluster_name=c,"
+                  "client_id=abc,client_name=Wo,client_name=xrkload,client_domain=d").data
+    assert data["client_id"] == "abc" and data["client_name"] == "Wo,client_name=xrkload"
+    assert data["client_domain"] == "d"
+
+
+TEXT_BODIES = [line[line.index(b"notification="):].decode() for s in load_samples() if s.mode == "text"
+               for line in s.lines[:1] if b"notification=" in line]
+
+
+@given(st.sampled_from(TEXT_BODIES), st.data())
+def test_every_byte_of_a_body_lands_in_a_key_or_a_value(body, data):
+    # Into one value, the ",K=" of a key that came before it (or its own), as a
+    # value copied from elsewhere can hold it: every key is read where it was,
+    # and the pairs rejoined give the body back.
+    notification = body.split(",", 1)[0].split("=", 1)[1]
+    pairs, _ = parse_pairs(body, notification)
+    types = {f.name: f.type for f in FIELDS[notification]}
+    # Only a string can hold it: NeuVector prints a number, a bool, a list or a map as such.
+    at = data.draw(st.sampled_from([i for i, (key, _) in enumerate(pairs) if types.get(key) == "str"]), label="value")
+    earlier = data.draw(st.sampled_from([key for key, _ in pairs[1:at + 1]] or ["notification"]), label="key")
+    tail = data.draw(st.text(alphabet=" ,=()-", max_size=6), label="tail")  # no ",word=": a newer key
+    key, value = pairs[at]
+    pairs[at] = (key, value + "," + earlier + "=" + tail)
+    changed = ",".join("%s=%s" % pair for pair in pairs)
+    got, _ = parse_pairs(changed, notification)
+    assert ",".join("%s=%s" % pair for pair in got) == changed
+    assert got == pairs  # the first occurrence stays the key; the copy stays in the value that holds it

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
-import goformat
+from helpers import goformat
 import nvparser
-import nvsamples
+from helpers import nvsamples
 from nvparser import schema
 
 # -- the reference's field tables (§5.2-§5.7, audit extras §1.6-§1.7) ---------

@@ -2,13 +2,14 @@
 import codecs
 import re
 
-from ._codec import json_loads
+from ._codec import json_dumps, json_loads
 from ._events import DeadLetter, Record, Skipped
 from ._header import split_header
 from .schema import FIELDS
 from ._fast import fast_record
 from ._framing import OCTET_COUNT
-from ._text import coerce_floats, parse_pairs, type_values
+from ._gotypes import coerce_floats, type_values
+from ._text import parse_pairs
 
 
 def _replace_each_byte(error: UnicodeDecodeError):
@@ -157,9 +158,28 @@ def _json_body(body: str, notes: list):
     data = json_object(body)
     if isinstance(data, str):
         return data
+    return _typed_json(data, notes)
+
+
+def _typed_json(data: dict, notes: list):
+    """A decoded JSON-mode body as its record's data, or the reason it is none."""
     notification = data.get("notification")
     if not isinstance(notification, str):
         return "JSON body has no \"notification\" string"
     if notification not in FIELDS:
         notes.append("unknown notification type %r" % notification)
     return coerce_floats(data, notification)
+
+
+def json_record(data: dict, raw: bytes = b""):
+    """The record of an already decoded JSON-mode body (``{"notification": …, …}``), as ``parse_frame`` gives it.
+
+    For bodies that arrive decoded, such as the elements of the controller's
+    REST lists; ``raw`` is what they came in, if the caller keeps it. A
+    Record, or a DeadLetter when the body names no notification type.
+    """
+    notes: list = []
+    typed = _typed_json(data, notes)
+    if isinstance(typed, str):
+        return DeadLetter(raw or json_dumps(data), typed, 0)
+    return Record(typed, raw, 0, tuple(notes))

@@ -27,7 +27,7 @@ from ._codec import json_loads_from
 from ._events import Record
 from ._header import split_header
 from .schema import FIELDS, FREE_TEXT
-from ._text import _CANDIDATE, _SCHEMAS, BOOLS, FLOAT_KEYS, coerce_floats, split_items, split_map
+from ._gotypes import BOOLS, FLOAT_KEYS, KEY_CUT, SCHEMAS, coerce_floats, is_go_float, is_go_int, split_items, split_map
 
 # NeuVector's header is ~100 characters; one longer takes the general path.
 _HEADER_SPAN = 256
@@ -69,7 +69,7 @@ def _plan(signature: Tuple[str, str]) -> Union[_Plan, bool]:
     keys = tuple(joined.split(",")) if joined else ()
     if notification not in FIELDS:
         return False
-    schema = _SCHEMAS[notification]
+    schema = SCHEMAS[notification]
     if schema.in_order(keys):
         return _Plan(schema, keys, ())
     glue = _glue(schema, keys)
@@ -255,7 +255,7 @@ def _text_body(raw: bytes, start: int) -> Optional[dict]:
 def _split_body(raw: bytes, start: int) -> Tuple[str, str, list]:
     """``notification=TYPE,k1=v1,…`` at ``raw[start]`` -> ``(TYPE, "k1,k2,…", [v1, v2, …])``.
 
-    Cut at every ``,key=`` as ``_CANDIDATE`` cuts. Where the separators
+    Cut at every ``,key=`` as ``KEY_CUT`` cuts. Where the separators
     alternate (no value holds "," or "="), one ``str.split`` cuts at each of
     them at half the cost; that reads ``, application=`` as a key too, which
     no plan knows, so the record comes out the same. The order is checked,
@@ -270,7 +270,7 @@ def _split_body(raw: bytes, start: int) -> Tuple[str, str, list]:
         kv = line.replace(",", "=").split("=")
         if not len(kv) % 2:  # else a "," ended the body: the regex keeps it in the value
             return kv[1], ",".join(kv[2::2]), kv[3::2]
-    kv = _CANDIDATE.split(line)
+    kv = KEY_CUT.split(line)
     return kv[0][start + 13:], ",".join(kv[1::2]), kv[2::2]
 
 
@@ -279,19 +279,17 @@ def _build(template: dict, keys: tuple, values: list, ints: tuple, floats: tuple
     """``template`` with ``keys[i]`` set to ``values[i]``; None when a typed value does not fit.
 
     The values at the indexes in ``ints`` … ``maps`` are read as Go's %v
-    prints those types. Numbers only as Go prints them: ``int()`` and ``float()`` also take
-    "4_43", " 443", "+443" and non-ASCII digits. Any other value is the
-    general path's, which keeps it as text and notes it.
+    prints those types (``_gotypes``). Any other value is the general
+    path's, which keeps it as text and notes it.
     """
     for i in ints:  # typed in place: the caller reads only other values after
         value = values[i]
-        if not (value.isdigit() or value[:1] == "-" and value[1:].isdigit()) or not value.isascii():
+        if not is_go_int(value):
             return None
         values[i] = int(value)
     for i in floats:
         value = values[i]
-        # The common form only (10, 9.8); the general path reads the others. Go never prints "5." or ".5".
-        if not value.replace(".", "", 1).isdigit() or not value.isascii() or value[0] == "." or value[-1] == ".":
+        if not is_go_float(value):
             return None
         values[i] = float(value)
     try:

@@ -61,10 +61,14 @@ def _json_body(first_line: bytes) -> bool:
     return text_at < 0
 
 
+#: The default bound on one frame, in bytes: a longer one is dead-lettered in pieces.
+MAX_FRAME = 65536
+
+
 class LineFramer:
     """Incremental LF / octet-counting framer with continuation rejoining."""
 
-    def __init__(self, max_frame: int = 65536, octet_counting: bool = True):
+    def __init__(self, max_frame: int = MAX_FRAME, octet_counting: bool = True):
         self.max_frame = max_frame
         self.octet_counting = octet_counting
         self._buf = b""          # bytes not yet framed

@@ -27,6 +27,8 @@ Sans-I/O and standard library only.
 import re
 from typing import Iterable, Iterator, List, NamedTuple, Union
 
+from ._framing import MAX_FRAME
+
 LINE_BYTES = 16
 _HEX_END = 59  # column of the '#' separator
 _ASCII_START = 61
@@ -102,7 +104,7 @@ class HexDumpDecoder:
     look like.  A CR before the LF is tolerated (a dump saved on Windows).
     """
 
-    def __init__(self, max_chunk: int = 65536):
+    def __init__(self, max_chunk: int = MAX_FRAME):
         if max_chunk < LINE_BYTES:
             raise ValueError("max_chunk must be at least %d" % LINE_BYTES)
         self._max_chunk = max_chunk
@@ -239,7 +241,7 @@ def _parse_line_slowly(line: bytes):
     return head.group(1).decode(), int(head.group(2), 16), data
 
 
-def read_hexdump(source: Iterable[bytes], max_chunk: int = 65536) -> Iterator[Event]:
+def read_hexdump(source: Iterable[bytes], max_chunk: int = MAX_FRAME) -> Iterator[Event]:
     """Decode a dump from an iterable of bytes (a file opened ``"rb"``, chunks).
 
     Streams: memory stays bounded whatever the size of the dump.

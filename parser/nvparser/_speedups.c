@@ -151,23 +151,37 @@ go_int(PyObject *text)
     return PyLong_FromLongLong(j ? -number : number);
 }
 
-/* A number as the fast path takes a Go float32: ASCII digits, at most one ".". */
+/* Digits from s[k] on; the index after them. */
+static Py_ssize_t
+skip_digits(const char *s, Py_ssize_t k, Py_ssize_t n)
+{
+    while (k < n && s[k] >= '0' && s[k] <= '9')
+        k++;
+    return k;
+}
+
+/* A float32 as Go's %v prints it (_gotypes.is_go_float): -?D+(.D+)?(e[-+]D+)?, ASCII. */
 static PyObject *
 go_float(PyObject *text)
 {
     if (!PyUnicode_IS_ASCII(text))
         return NULL;
     const char *s = (const char *)PyUnicode_1BYTE_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), digits = 0, dots = 0;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        if (s[k] >= '0' && s[k] <= '9')
-            digits++;
-        else if (s[k] == '.' && !dots)
-            dots++;
-        else
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), k = s[0] == '-', end;
+    if ((end = skip_digits(s, k, n)) == k)
+        return NULL;
+    k = end;
+    if (k < n && s[k] == '.') {
+        if ((end = skip_digits(s, k + 1, n)) == k + 1)
             return NULL;
+        k = end;
     }
-    if (!digits || s[0] == '.' || s[n - 1] == '.')  /* Go prints 5 and 0.5, never "5." or ".5" */
+    if (k < n && s[k] == 'e') {
+        if (k + 1 >= n || (s[k + 1] != '-' && s[k + 1] != '+') || (end = skip_digits(s, k + 2, n)) == k + 2)
+            return NULL;
+        k = end;
+    }
+    if (k != n)
         return NULL;
     return PyFloat_FromString(text);
 }

@@ -4,7 +4,7 @@ from typing import List
 from ._decode import parse_declined, parse_frame
 from ._events import DeadLetter
 from ._fast import fast_record
-from ._framing import LineFramer
+from ._framing import MAX_FRAME, LineFramer
 
 FRAMINGS = ("auto", "lf", "octet-counting")
 
@@ -18,7 +18,7 @@ class Parser:
     frame is dead-lettered in pieces as it streams past, never buffered.
     """
 
-    def __init__(self, framing: str = "auto", max_frame: int = 65536):
+    def __init__(self, framing: str = "auto", max_frame: int = MAX_FRAME):
         if framing not in FRAMINGS:
             raise ValueError("framing must be one of %s, not %r" % (", ".join(FRAMINGS), framing))
         if max_frame < 1:

@@ -11,7 +11,7 @@ from typing import Optional
 from ._decode import decode_text, json_object, text_record
 from ._events import DeadLetter, Record
 from .schema import ACTIVITY_NAMES, notification_of
-from ._text import _CANDIDATE, coerce_floats
+from ._gotypes import KEY_CUT, coerce_floats
 
 _KV_LEVEL = re.compile(r"level=([A-Z]+),cluster=")
 _JSON_LEVEL = re.compile(r'\{(?:"level":"([A-Z]+)",)?"cluster":"')
@@ -89,7 +89,7 @@ def _spliced_prefix(text: str, start, comment_sep: str, record, record_starts):
 
 
 def _kv_record(kv: str, notes: list):
-    keys = _CANDIDATE.findall("," + kv)
+    keys = KEY_CUT.findall("," + kv)
     notification = notification_of(keys)
     if not notification:
         return "cannot tell the notification type from the webhook's keys"

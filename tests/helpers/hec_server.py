@@ -15,14 +15,29 @@ What it implements (splunk-notes §4):
 
 Faults a test can turn on: ``busy`` (the next N event posts get 503 code 9),
 ``drop_acks`` (the next N acknowledged requests are lost before indexing:
-their ackId never turns true), ``hold_acks`` (indexing is slow: every ack
+their ackId never turns true), ``lose_acks`` (a share of acknowledged
+requests, chosen by a seeded generator, is indexed but its ackId never turns
+true: the indexer kept the data and lost the ack, so a client that sends it
+again makes duplicates; ``lose_requests`` names such requests by their
+number, counting acknowledged requests from 0), ``hold_acks`` (indexing is slow: every ack
 query answers false for now), ``ack_delay`` (seconds from a request to
 its ackId turning true: a real indexer's latency), ``reject`` (a predicate marking events the
-server refuses with code 6), and ``restart()`` (channels, pending acks and
-unindexed events are forgotten, as when splunkd restarts).
+server refuses with code 6), ``restart()`` (channels and pending acks
+are forgotten, as when splunkd restarts: ackIds count from 0 again; the
+unconfirmed events are lost, or with ``flush=True`` indexed first, as a
+graceful shutdown drains its queues) and ``forget_after`` (every channel is
+forgotten right after acknowledged request number N, with no connection
+refused: an indexer restarted between two requests behind a load balancer,
+or one that does not keep the client on the same indexer).
+
+What a test can count: ``indexed`` (every event in the index, duplicates
+included), ``accepted`` (the events of every request that got an ackId, in
+order), ``unconfirmed`` (the events of each request whose ack the server
+will never confirm: lost acks and acks forgotten by a restart).
 """
 import gzip
 import json
+import random
 import re
 import socket
 import ssl
@@ -30,11 +45,12 @@ import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 from urllib.parse import parse_qs, urlsplit
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 EVENT_PATHS = ("/services/collector", "/services/collector/event", "/services/collector/event/1.0")
+_LOST_ACK = "lost ack"  # a pending ackId whose events are indexed but which never turns true
 
 
 class HecError(Exception):
@@ -45,7 +61,7 @@ class HecError(Exception):
 
 class HecServer:
     def __init__(self, tokens: Optional[Dict[str, dict]] = None, indexes=("main", "neuvector"),
-                 ssl_context: Optional[ssl.SSLContext] = None, port: int = 0):
+                 ssl_context: Optional[ssl.SSLContext] = None, port: int = 0, seed: int = 13):
         #: token -> {"ack": bool, "disabled": bool}
         self.tokens = tokens if tokens is not None else {"good-token": {"ack": True}}
         self.indexes = set(indexes)
@@ -57,6 +73,13 @@ class HecServer:
         self.drop_acks = 0
         self.hold_acks = False
         self.ack_delay = 0.0
+        self.lose_acks = 0.0            # share of acknowledged requests whose ack is lost (tenths)
+        self._lose_random = random.Random(seed)
+        self._lose_block: List[bool] = []
+        self.lose_requests: Set[int] = set()
+        self.forget_after: Optional[int] = None
+        self.accepted: List[List[dict]] = []
+        self.unconfirmed: List[List[dict]] = []
         self.max_content_length: Optional[int] = None  # limits.conf [http_input] max_content_length
         self.reject: Callable[[dict], bool] = lambda event: False
         self._channels: Dict[str, dict] = {}
@@ -97,12 +120,32 @@ class HecServer:
             self._thread.join(5)
             self._httpd = None
 
-    def restart(self) -> None:
-        """Stop, forget what was not indexed yet, start again on the same port."""
+    def restart(self, down_for: float = 0.0, flush: bool = False) -> None:
+        """Stop, forget every channel and pending ack, start again on the same port after ``down_for`` s.
+
+        ``flush``: the events of unconfirmed requests are indexed before their
+        acks are forgotten (else they are lost with them).
+        """
         self.stop()
         with self.lock:
-            self._channels.clear()
+            self._forget_channels(flush)
+        time.sleep(down_for)
         self.start()
+
+    def _forget_channels(self, flush: bool) -> None:
+        for state in self._channels.values():
+            for events in state["pending"].values():
+                if isinstance(events, list):
+                    self.unconfirmed.append(events)
+                    if flush:
+                        self.indexed.extend(events)
+        self._channels.clear()
+
+    @property
+    def pending_acks(self) -> int:
+        """Acknowledged requests whose ackId has not turned true yet (lost acks included)."""
+        with self.lock:
+            return sum(len(state["pending"]) for state in self._channels.values())
 
     @property
     def hostport(self) -> str:
@@ -169,12 +212,30 @@ class HecServer:
             state = self._channels.setdefault(channel, {"next": 0, "pending": {}, "posted": {}})
             ack_id = state["next"]
             state["next"] += 1
+            self.accepted.append(events)
             if self.drop_acks > 0:
                 self.drop_acks -= 1
                 events = None                 # lost before it was indexed
+            elif self._ack_lost():
+                self.indexed.extend(events)   # indexed, but its ack never turns true
+                self.unconfirmed.append(events)
+                events = _LOST_ACK
             state["pending"][ack_id] = events
             state["posted"][ack_id] = time.monotonic()
+            if self.forget_after == len(self.accepted) - 1:
+                self.forget_after = None
+                self._forget_channels(flush=False)
             return {"text": "Success", "code": 0, "ackId": ack_id}
+
+    def _ack_lost(self) -> bool:
+        """Whether this request's ack is lost: exactly ``lose_acks`` of every ten, in a seeded order."""
+        if len(self.accepted) - 1 in self.lose_requests:
+            return True
+        if not self._lose_block:
+            lost = round(self.lose_acks * 10)
+            self._lose_block = [True] * lost + [False] * (10 - lost)
+            self._lose_random.shuffle(self._lose_block)
+        return self._lose_block.pop()
 
     def _ack_query(self, token: dict, channel: Optional[str], body: bytes) -> dict:
         if not token.get("ack"):
@@ -193,6 +254,8 @@ class HecServer:
             for ack_id in ids:
                 indexing = self.hold_acks or now - state["posted"].get(ack_id, now) < self.ack_delay
                 events = None if indexing else pending.get(ack_id)
+                if events is _LOST_ACK:
+                    events = None
                 if events is not None:          # indexed now; reported true once
                     self.indexed.extend(events)
                     del pending[ack_id]
@@ -232,6 +295,9 @@ def _decode_batch(body: bytes, indexes, reject):
 class _Handler(BaseHTTPRequestHandler):
     hec: HecServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: with Nagle's algorithm the body would wait for
+    # the client's delayed ACK, 40 ms per request, which no real HEC costs.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

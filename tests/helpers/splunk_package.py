@@ -5,15 +5,28 @@ The splunk-sdk 3.0.1 wheel the package vendors splunklib from, and the
 on first use and kept (``.cache/wheels``, ``.venv-appinspect``) so later runs
 work offline.
 """
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SDK_VERSION = "3.0.1"
 APPINSPECT_VERSION = "4.3.1"
 WHEEL_DIR = ROOT / ".cache" / "wheels"
 APPINSPECT_VENV = ROOT / ".venv-appinspect"
+
+
+def splunk_script(name: str):
+    """One of the app's build scripts (``gen_conf``, ``splunkconf``) as a module.
+
+    They are scripts, run by path (``python splunk_app/build.py``) beside each
+    other, not an installed package: imported the same way here.
+    """
+    scripts = str(ROOT / "splunk_app")
+    if scripts not in sys.path:
+        sys.path.append(scripts)
+    return importlib.import_module(name)
 
 
 def sdk_wheel() -> Path:

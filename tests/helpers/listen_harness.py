@@ -23,14 +23,13 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import pytest
 
-from loopback import free_port, wait_until
-from nvsamples import load_samples
+from helpers.loopback import free_port, wait_until
+from helpers.nvsamples import load_samples
 
-from nvsiem.sinks.base import Sink, SinkError
+from nvsiem.sinks.api import Sink, SinkError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _SAMPLES = {s.id: s for s in load_samples()}
 _ID = re.compile(rb"(,id=|\"id\":\")[0-9a-f-]{36}")
 
@@ -103,8 +102,8 @@ class CollectorProcess:
             self.args += ["--listen", url]
         for url in to:
             self.args += ["--to", url]
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(REPO / "parser"), str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), **(env or {}))
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+                    **(env or {})}
         self.proc = None
         self.log = workdir / "collector.log"
 
@@ -159,6 +158,7 @@ class ControlledSink(Sink):
     """A destination that stores batches in memory and does what the test says.
 
     ``mode``: ``ok``; ``fail`` (raise before storing: a SIEM that is down);
+    ``refuse`` (a permanent SinkError: a SIEM that rejects the configuration);
     ``partial`` (store half the batch, then raise: a SIEM that failed mid-batch,
     so the retry duplicates that half); ``stall`` (block until the mode changes:
     a SIEM that hangs).
@@ -190,6 +190,8 @@ class ControlledSink(Sink):
             mode = self.mode
         if mode == "fail":
             raise SinkError("test destination is down")
+        if mode == "refuse":
+            raise SinkError("test destination rejects the token", permanent=True)
         if mode == "partial":
             self.partial_failures += 1
             self.records.extend(json.loads(x) for x in batch[: len(batch) // 2])
@@ -199,21 +201,6 @@ class ControlledSink(Sink):
     @property
     def seqs(self) -> collections.Counter:
         return collections.Counter(seq_of(r) for r in self.records)
-
-
-@pytest.fixture
-def controlled(monkeypatch):
-    """``test://`` URLs open a ``ControlledSink``; the collectors appended to the list are stopped after the test."""
-    from nvsiem.sinks import SINKS
-
-    monkeypatch.setitem(SINKS, "test", "listen_harness:ControlledSink")
-    ControlledSink.instances.clear()
-    made = []
-    yield made
-    for sink in ControlledSink.instances:
-        sink.set_mode("ok")
-    for c in made:
-        c.stop()
 
 
 def start_collector(tmp_path: Path, listen: List[str], to: List[str] = None, **settings):

@@ -26,7 +26,9 @@ from typing import Dict, List, Optional
 
 import pcre2
 
-import splunkconf
+from helpers.splunk_package import splunk_script
+
+splunkconf = splunk_script("splunkconf")
 
 Value = Optional[List[str]]
 

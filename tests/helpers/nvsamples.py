@@ -1,8 +1,9 @@
 """The NeuVector reference test vectors, and how the tests compare records.
 
-``neuvector-samples.txt`` lives in the shared reference directory beside the
-repository (``../shared/reference`` from the repo root; CI places a copy of
-``shared/`` there too). ``NV_REFERENCE_DIR`` overrides the location.
+``tests/fixtures/neuvector-samples.txt`` holds the 41 vectors of NeuVector's
+wire-format reference (its own documentation's three lines among them), and
+``tests/fixtures/samples_expected/`` the record each must give, written from
+the same reference.
 
 File layout (documented at the top of the file itself)::
 
@@ -14,13 +15,13 @@ Lines are read as bytes so that what a test feeds is exactly what the
 reference shows, byte for byte.
 """
 import json
-import os
 import re
 from pathlib import Path
 from typing import List, NamedTuple, Optional
 
-SAMPLES_FILE = "neuvector-samples.txt"
-EXPECTED_DIR = Path(__file__).resolve().parent / "fixtures" / "samples_expected"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SAMPLES_FILE = FIXTURES / "neuvector-samples.txt"
+EXPECTED_DIR = FIXTURES / "samples_expected"
 
 _HEADER = re.compile(
     rb"^### (?P<id>[^|]+?) \| (?P<prov>[^|]+?) \| transport=(?P<transport>[^|]+?)"
@@ -52,16 +53,9 @@ class Sample(NamedTuple):
         return b"".join(line + b"\n" for line in self.lines)
 
 
-def reference_dir() -> Path:
-    override = os.environ.get("NV_REFERENCE_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "reference"
-
-
 def load_samples(path: Optional[Path] = None) -> List[Sample]:
     """Every sample in file order; raises ValueError if the layout is broken."""
-    path = path or reference_dir() / SAMPLES_FILE
+    path = path or SAMPLES_FILE
     raw_lines = path.read_bytes().split(b"\n")
     samples: List[Sample] = []
     i = 0

@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from splunk_package import build_package
+from helpers.splunk_package import build_package
 
 
 
@@ -152,12 +152,13 @@ class RunningInput:
         for line in self.proc.stderr:
             self.stderr_lines.append(line.decode("utf-8", "replace").rstrip("\n"))
 
-    def wait_log(self, pattern: str, timeout: float = 20) -> str:
+    def wait_log(self, pattern: str, timeout: float = 20, count: int = 1) -> str:
+        """The ``count``-th log line matching ``pattern``; fails if it does not come."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in list(self.stderr_lines):
-                if re.search(pattern, line):
-                    return line
+            matching = [line for line in list(self.stderr_lines) if re.search(pattern, line)]
+            if len(matching) >= count:
+                return matching[count - 1]
             assert self.proc.poll() is None, "input exited: %s" % self.stderr_lines
             time.sleep(0.02)
         raise AssertionError("no log line matching %r in %s" % (pattern, self.stderr_lines))

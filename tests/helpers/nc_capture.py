@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from loopback import free_port, wait_until
+from helpers.loopback import free_port, wait_until
 
 NC = shutil.which("nc.traditional")
 needs_nc = pytest.mark.skipif(

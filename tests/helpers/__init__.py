@@ -1,0 +1,1 @@
+"""What the tests share: reference samples, peers written from published protocols, harnesses."""
