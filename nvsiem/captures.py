@@ -8,7 +8,7 @@ whether that was TCP or UDP, so the transport is given or detected:
   connection (``nvsiem capture --keep-open``, or dumps joined with cat).
 - ``udp``: each read is one datagram, one frame. Reads whose size is a
   multiple of 16 bytes look merged in nc's format; they are split again at
-  record starts (``nvparser._hexdump.split_records``, a heuristic).
+  record starts (``nvparser.split_records``, a heuristic).
 - ``auto``: looks at the first reads (at most 256 or 4 MiB). A read that
   starts inside a record, or offsets restarting at 0 (a new connection),
   mean a stream: ``tcp``. Reads that each hold one whole record but end
@@ -27,8 +27,7 @@ as a record.
 from itertools import chain
 from typing import Iterable, Iterator, List, NamedTuple
 
-from nvparser import DeadLetter, Parser, Record
-from nvparser._hexdump import HexChunk, HexDumpDecoder, is_record_start, split_records
+from nvparser import MAX_FRAME, DeadLetter, HexChunk, HexDumpDecoder, Parser, Record, is_record_start, split_records
 
 TRANSPORTS = ("auto", "tcp", "udp")
 # nc.traditional reads into an 8192-byte buffer: a longer UDP datagram loses the rest.
@@ -58,7 +57,7 @@ class Unit(NamedTuple):
 class CaptureReader:
     """Reads a dump given as byte chunks; ``units()`` yields :class:`Unit`."""
 
-    def __init__(self, transport: str = "auto", max_frame: int = 65536):
+    def __init__(self, transport: str = "auto", max_frame: int = MAX_FRAME):
         if transport not in TRANSPORTS:
             raise ValueError("transport must be one of %s" % ", ".join(TRANSPORTS))
         self.transport = transport
@@ -213,7 +212,7 @@ def _cut(events: List, reason: str) -> List:
     return [DeadLetter(e.raw, reason, e.offset) if isinstance(e, (Record, DeadLetter)) else e for e in events]
 
 
-def events_from_hexdump(dump: Iterable[bytes], max_frame: int = 65536,
+def events_from_hexdump(dump: Iterable[bytes], max_frame: int = MAX_FRAME,
                         transport: str = "auto") -> Iterator[List]:
     """Parser events of a dump, a list per step (what ``nvsiem parse`` reads)."""
     for unit in CaptureReader(transport, max_frame).units(dump):

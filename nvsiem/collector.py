@@ -15,19 +15,23 @@ the destination stored part of a batch it then failed (that batch is
 retried whole).
 """
 import logging
+import os
+import shutil
 import threading
 import time
-from collections import Counter
-from typing import Iterable, List, Optional
+from collections import Counter, deque
+from typing import Deque, Iterable, List, Optional, Tuple
 
 from nvparser import DeadLetter, Record, json_dumps
 
 from .config import Config
+from .dedup import Dedup
 from .metrics import Metrics
 from .output import dead_letter_json
+from .options import redact_url
+from .rotating import RotatingFile
 from .sinks import open_sink, sink_id, split_collector_options
-from .sinks.base import Sink, SinkError
-from .sinks.file import RotatingFile
+from .sinks.api import Sink, SinkError
 from .spool import DEAD_LETTERS, Spool, notification_of
 
 log = logging.getLogger("nvsiem.collector")
@@ -63,18 +67,31 @@ class Collector:
     def __init__(self, config: Config, metrics: Optional[Metrics] = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.spool = Spool(config.spool, quota_bytes=config.spool_quota, segment_bytes=config.spool_segment,
-                           fsync_interval=config.fsync_interval)
+        #: Removed again by ``abandon`` when the start fails: a failed start leaves nothing behind.
+        self._made_spool = not os.path.exists(config.spool)
+        try:
+            self.spool = Spool(config.spool, quota_bytes=config.spool_quota, segment_bytes=config.spool_segment,
+                               fsync_interval=config.fsync_interval)
+        except OSError as exc:
+            raise OSError("--spool %s: %s" % (config.spool, exc.strerror or exc)) from None
         # The spool's segment size: lowered for a small quota, so dead letters stay small with it.
         self._dead = RotatingFile(self.spool.directory + "/" + DEAD_LETTERS, max_bytes=self.spool.segment_bytes * 4)
         self._dead_lock = threading.Lock()
         self._drop_logged = {}
         self.workers: List[SinkWorker] = []
         self.sources: list = []
+        #: One copy of each event (``dedup.Dedup``), on once a source brings events again (REST).
+        self.dedup: Optional[Dedup] = None
+
+    def enable_dedup(self) -> Dedup:
+        if self.dedup is None:
+            self.dedup = Dedup(self.spool.directory)
+        return self.dedup
 
     # -- acceptance --------------------------------------------------------
 
-    def accept(self, events: Iterable, source: str, timeout: Optional[float] = None, overflow: bool = False) -> bool:
+    def accept(self, events: Iterable, source: str, timeout: Optional[float] = None, overflow: bool = False,
+               replayed: bool = False, taken: Optional[Counter] = None) -> bool:
         """Spool ``events`` from ``source``; wait up to ``timeout`` for room (None: until there is room or we stop).
 
         False: some records were refused (spool full or failing); they are
@@ -82,8 +99,14 @@ class Collector:
         at most 1/32 of the quota, so even a large batch fits once sinks catch
         up, and a stream waits for room only when the spool is nearly full.
         With ``timeout`` None a failing spool (a full disk) is waited for too,
-        until we stop. ``overflow``: see ``Spool.append``.
+        until we stop. ``overflow``: see ``Spool.append``. With de-duplication
+        on, copies of events already spooled are dropped (``replayed``: the
+        events are a REST reply, see ``Dedup.admit``); ``taken`` counts the
+        records spooled, by notification type.
         """
+        keys = None
+        if self.dedup is not None:
+            events, keys = self._first_copies(events, source, replayed)
         # The hot loop of the collector: kept to plain appends, counted in C afterwards.
         lines, kinds, others, notes = [], [], [], []
         line, kind, other = lines.append, kinds.append, others.append
@@ -121,12 +144,30 @@ class Collector:
                 refused = len(piece)
         if spooled < len(lines):  # some pieces refused: count those spooled, in order
             kinds = Counter(kinds_in_order[:spooled])
+        if keys is not None:
+            self.dedup.commit(keys[:spooled])
+            self.dedup.release(keys[spooled:], replayed)
+        if taken is not None:
+            taken.update(kinds)
         for kind, n in kinds.items():
             m.parsed.labels(source, kind or "unknown").inc(n)
         if refused:
             self.refused(source, refused, reason)
             return False
         return True
+
+    def _first_copies(self, events: Iterable, source: str, replayed: bool):
+        """(``events`` without copies of records already spooled, the keys of the records kept)."""
+        events = list(events)
+        records = [e for e in events if type(e) is Record]
+        keys = self.dedup.admit([r.data for r in records], replayed)
+        copies = {id(r) for r, key in zip(records, keys) if key is None}
+        if not copies:
+            return events, keys
+        dropped = Counter(r.data.get("notification") for r, key in zip(records, keys) if key is None)
+        for kind, n in dropped.items():
+            self.metrics.duplicates.labels(source, kind or "unknown").inc(n)
+        return [e for e in events if id(e) not in copies], [k for k in keys if k is not None]
 
     def _append(self, piece: list, timeout: Optional[float], overflow: bool):
         """(appended, why not): a failing spool is retried each second for a stream (``timeout`` None)."""
@@ -169,7 +210,6 @@ class Collector:
         made: the second reader of a cursor would never move, and the spool
         would keep every segment from then on.
         """
-        from .sinks.base import redact_url
 
         given = {}
         for url in urls:
@@ -178,25 +218,60 @@ class Collector:
                 raise ValueError("sink given twice: --to %s and --to %s (URLs that differ only in secrets are one "
                                  "sink)" % (redact_url(given[name]), redact_url(url)))
             given[name] = url
+        existing = set(self.spool.cursor_names())
         wanted = {}
-        for name, url in given.items():
-            _, types = split_collector_options(url)
-            sink = open_sink(url)
-            reader = self.spool.reader(name, types, sink.describe())
-            wanted[name] = SinkWorker(sink, reader, self.metrics, self.config.retry_max)
-        for name in self.spool.cursor_names():
-            if name not in wanted:
-                lost = self.spool.forget_cursor(name)
-                log.warning("sink %s is no longer configured: its cursor is removed (%d bytes it had not confirmed)",
-                            name, lost)
+        try:
+            for name, url in given.items():
+                _, types = split_collector_options(url)
+                try:
+                    sink = open_sink(url)
+                except OSError as exc:
+                    raise OSError("%s: %s" % (redact_url(url), exc.strerror or exc)) from None
+                reader = self.spool.reader(name, types, sink.describe())
+                wanted[name] = SinkWorker(sink, reader, self.metrics, self.config.retry_max)
+        except BaseException:
+            for worker in wanted.values():
+                worker.close()
+            raise
+        forgotten = sorted(existing - set(wanted))
+        for name in forgotten:
+            lost = self.spool.forget_cursor(name)
+            log.warning("sink %s is no longer configured: its cursor is removed (%d bytes it had not confirmed)",
+                        name, lost)
+        for name, worker in wanted.items():
+            if forgotten and name not in existing and worker.reader.backlog_bytes:
+                # A changed URL without name= is a new sink: it starts at the oldest record kept.
+                log.warning("sink %s is new to this spool: it starts at the oldest spooled record and sends all "
+                            "%d bytes kept; if it is %s under a new URL, give the sink ?name= in both to keep "
+                            "its place", worker.label, worker.reader.backlog_bytes, " or ".join(forgotten))
         self.workers = list(wanted.values())
         for worker in self.workers:
             worker.start()
 
     def start_sources(self, sources: list) -> None:
-        self.sources = sources
         for source in sources:
-            source.start()
+            try:
+                source.start()
+            except OSError as exc:
+                raise OSError("%s: cannot listen: %s" % (
+                    source.label, os.strerror(exc.errno) if exc.errno else exc)) from None
+            self.sources.append(source)
+
+    def abandon(self) -> None:
+        """Undo a start that failed: stop what started, and remove a spool this start created."""
+        for source in self.sources:
+            source.stop()
+        for worker in self.workers:
+            worker.drain(time.monotonic())
+        for worker in self.workers:
+            worker.join(5.0)
+            worker.close()
+        self._dead.close()
+        if self.dedup is not None:
+            self.dedup.close()
+        self.spool.close()
+        if self._made_spool:
+            shutil.rmtree(self.config.spool, ignore_errors=True)
 
     def health(self):
         sources = {s.label: s.up for s in self.sources}
@@ -230,6 +305,8 @@ class Collector:
                 continue
             worker.close()
         self._dead.close()
+        if self.dedup is not None:
+            self.dedup.close()
         self.spool.close()
 
 
@@ -256,49 +333,78 @@ class SinkWorker(threading.Thread):
 
     def run(self) -> None:
         delay = 0.0
+        # Batches handed to the sink and not yet confirmed, oldest first: (end position, records).
+        # Batches the sink's type filter emptied ride along, so the cursor passes them in order.
+        self._window: Deque[Tuple[tuple, list]] = deque()
         while time.monotonic() < self._deadline:
-            try:
-                batch = self.reader.read(self.sink.max_batch, self.sink.max_batch_bytes,
-                                         timeout=0.0 if self._draining else 0.5)
-            except OSError as exc:  # the spool volume failing: keep trying, loudly
-                self.last_error = "reading the spool: %s" % exc
-                log.error("sink %s: %s", self.label, self.last_error)
-                self._wake.wait(1.0)
-                continue
-            if not batch:
-                if self.reader.has_pending:  # all filtered out
-                    if not self._commit():
-                        return
-                    self._gather(0)
-                elif self._draining:
+            handed = 0
+            if sum(1 for _, batch in self._window if batch) < self.sink.window:
+                before = self.reader.position
+                try:
+                    batch = self.reader.read(self.sink.max_batch, self.sink.max_batch_bytes,
+                                             timeout=0.0 if self._draining or self._window else 0.5)
+                except OSError as exc:  # the spool volume failing: keep trying, loudly
+                    self.last_error = "reading the spool: %s" % exc
+                    log.error("sink %s: %s", self.label, self.last_error)
+                    self._wake.wait(1.0)
+                    continue
+                if self.reader.position != before:
+                    try:
+                        if batch:
+                            self.sink.submit(batch)
+                    except Exception as exc:  # a sink bug must not stop delivery for good either
+                        delay = self._retry(exc, delay)
+                        continue
+                    self._window.append((self.reader.position, batch))
+                    handed = len(batch)
+            if not self._window:
+                if self._draining:
                     return
                 continue
             try:
-                self.sink.send(batch)
-            except Exception as exc:  # a sink bug must not stop delivery for good either
-                delay = self._failed(exc, delay)
-                self._wake.wait(min(delay, max(0.0, self._deadline - time.monotonic())))
-                self._wake.clear()  # drain() wakes a waiting worker once
+                done = self.sink.confirmed(0.0 if handed and len(self._window) < self.sink.window else 0.5)
+            except Exception as exc:
+                delay = self._retry(exc, delay)
                 continue
-            if not self._commit():
+            if not self._confirm(done):
                 return
-            delay = 0.0
-            if self.last_error is not None:
-                log.info("sink %s recovered", self.label)
-                self.last_error = None
-            for kind, n in Counter(map(notification_of, batch)).items():
-                self.metrics.delivered.labels(self.label, kind or "unknown").inc(n)
-            self._gather(len(batch))
+            if done:
+                delay = 0.0
+                if self.last_error is not None:
+                    log.info("sink %s recovered", self.label)
+                    self.last_error = None
+            if self.sink.window == 1:
+                self._gather(handed)
 
-    def _commit(self) -> bool:
-        """Move the cursor past what was delivered; False when the drain deadline passed first.
+    def _confirm(self, done: int) -> bool:
+        """Move the cursor past the ``done`` oldest batches confirmed (and the empty ones between)."""
+        position = None
+        while self._window and (done or not self._window[0][1]):
+            position, batch = self._window.popleft()
+            if batch:
+                done -= 1
+                for kind, n in Counter(map(notification_of, batch)).items():
+                    self.metrics.delivered.labels(self.label, kind or "unknown").inc(n)
+        return position is None or self._commit(position)
+
+    def _retry(self, exc: Exception, delay: float) -> float:
+        """The sink forgot what it had not confirmed: read it again from the cursor, after a pause."""
+        self._window.clear()
+        self.reader.rewind()
+        delay = self._failed(exc, delay)
+        self._wake.wait(min(delay, max(0.0, self._deadline - time.monotonic())))
+        self._wake.clear()  # drain() wakes a waiting worker once
+        return delay
+
+    def _commit(self, position: tuple) -> bool:
+        """Move the cursor to ``position``; False when the drain deadline passed first.
 
         Saving the cursor needs a little disk: on a full disk it is retried,
         the sink thread never dies of it (a batch sent again would be a duplicate, not a loss).
         """
         while True:
             try:
-                self.reader.commit()
+                self.reader.commit(position)
                 return True
             except OSError as exc:
                 message = "saving the cursor: %s" % exc
@@ -326,12 +432,17 @@ class SinkWorker(threading.Thread):
         kind = "permanent" if permanent else ("transient" if isinstance(exc, SinkError) else "bug")
         self.metrics.sink_errors.labels(self.label, kind).inc()
         message = "%s: %s" % (type(exc).__name__, exc)
-        if message != self.last_error:
-            log.error("sink %s failed (%s; backlog stays spooled, retrying): %s", self.label, kind, message,
-                      exc_info=kind == "bug")
-        self.last_error = message
         # Permanent errors need a person to fix the configuration: retry slowly, keep everything.
-        return self.retry_max if permanent else min(self.retry_max, max(0.2, delay * 2))
+        delay = self.retry_max if permanent else min(self.retry_max, max(0.2, delay * 2))
+        if message != self.last_error:
+            if permanent:
+                log.error("sink %s refuses the batch until its configuration is fixed; the backlog stays spooled "
+                          "and is tried again every %g s: %s", self.label, delay, message)
+            else:
+                log.error("sink %s failed (%s); the backlog stays spooled and is tried again with backoff: %s",
+                          self.label, "a bug in the sink" if kind == "bug" else kind, message, exc_info=kind == "bug")
+        self.last_error = message
+        return delay
 
     def close(self) -> None:
         try:

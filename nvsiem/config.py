@@ -17,30 +17,7 @@ from dataclasses import dataclass, fields
 from typing import List, Optional, Tuple
 
 from .logs import FORMATS, LEVELS
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
-
-
-def parse_size(text) -> int:
-    """``4096``, ``64K``, ``16M``, ``1G``, ``2GiB`` -> bytes (powers of 1024)."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE.match(str(text))
-    if not m:
-        raise ValueError("not a size: %r (examples: 4096, 64K, 16M, 1G)" % text)
-    return int(float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower()))
-
-
-def parse_bool(text) -> bool:
-    if isinstance(text, bool):
-        return text
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("not a boolean: %r" % text)
-
+from .options import parse_bool, parse_size
 
 def split_list(text: str) -> List[str]:
     """Split an environment value into URLs on spaces, or on commas followed by a scheme.
@@ -132,13 +109,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_file(path: str) -> dict:
-    with open(path, "rb") as f:
-        data = f.read()
-    if path.endswith(".toml"):
-        import tomllib  # Python 3.11+
-        values = tomllib.loads(data.decode())
-    else:
-        values = json.loads(data)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise OSError("--config %s: %s" % (path, exc.strerror or exc)) from None
+    try:
+        if path.endswith(".toml"):
+            import tomllib  # Python 3.11+
+            values = tomllib.loads(data.decode())
+        else:
+            values = json.loads(data)
+    except ValueError as exc:  # json's and tomllib's errors, and bad UTF-8
+        raise ValueError("--config %s is not valid %s: %s" % (path, "TOML" if path.endswith(".toml") else "JSON",
+                                                              exc)) from None
+    if not isinstance(values, dict):
+        raise ValueError("--config %s: settings must be an object of name: value" % path)
     unknown = set(values) - {s.name for s in SETTINGS}
     if unknown:
         raise ValueError("%s: unknown setting(s) %s" % (path, ", ".join(sorted(unknown))))

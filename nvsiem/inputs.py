@@ -10,7 +10,7 @@ import select
 import stat
 from typing import IO, Iterator, List
 
-from nvparser import Parser
+from nvparser import MAX_FRAME, Parser
 
 INPUT_KINDS = ("auto", "syslog", "hexdump")
 # 64 KiB reads: fewer records alive per feed, so they are still in the CPU
@@ -27,7 +27,7 @@ def detect(head: bytes) -> str:
     return "hexdump" if _HEXDUMP_LINE.match(head) else "syslog"
 
 
-def read_events(stream: IO[bytes], kind: str = "auto", max_frame: int = 65536) -> Iterator[List]:
+def read_events(stream: IO[bytes], kind: str = "auto", max_frame: int = MAX_FRAME) -> Iterator[List]:
     """Yield lists of events, a read at a time, in bounded memory.
 
     A pipe (``kubectl logs -f … | nvsiem parse``) gives its records as they

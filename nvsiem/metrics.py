@@ -33,8 +33,21 @@ class Metrics:
         self.dropped = Counter(
             "nvsiem_dropped_frames", "Input refused because the spool was full or failing (UDP; webhook answered 500)",
             ["source", "reason"], registry=r)
+        self.refused = Counter(
+            "nvsiem_refused", "Connections, datagrams and webhook requests turned away before their input was read "
+            "(sender not allowed, connection limit, no frame in time, TLS or authentication failed)",
+            ["source", "reason"], registry=r)
         self.delivered = Counter("nvsiem_delivered_records", "Records confirmed by a sink", ["sink", "notification"], registry=r)
         self.sink_errors = Counter("nvsiem_sink_errors", "Failed sink batches", ["sink", "kind"], registry=r)
+        self.duplicates = Counter("nvsiem_duplicates_dropped", "Copies of events already spooled (from syslog and "
+                                  "REST, or re-sent), not spooled again", ["source", "notification"], registry=r)
+        self.rest_requests = Counter("nvsiem_rest_requests", "Requests to a NeuVector controller's REST API",
+                                     ["source", "outcome"], registry=r)
+        self.rest_backfilled = Counter("nvsiem_rest_backfilled_records", "Records the REST API had that no push "
+                                       "source had delivered", ["source", "notification"], registry=r)
+        self.rest_ring_overruns = Counter("nvsiem_rest_ring_overruns", "Times the controller's ring had rotated past "
+                                          "the newest event held: events lost upstream", ["source", "notification"],
+                                          registry=r)
 
     def watch(self, collector) -> None:
         """Report the state of ``collector`` (spool and sinks) at scrape time."""
@@ -61,6 +74,12 @@ class _StateCollector:
         for source in self.collector.sources:
             bound.add_metric([source.label], int(source.up))
         yield bound
+        open_now = GaugeMetricFamily("nvsiem_source_connections", "Connections open on a stream or webhook source",
+                                     labels=["source"])
+        for source in self.collector.sources:
+            if hasattr(source, "connections"):
+                open_now.add_metric([source.label], source.connections)
+        yield open_now
 
 
 def serve(address: Tuple[str, int], metrics: Metrics, health: Callable[[], Tuple[bool, dict]]) -> ThreadingHTTPServer:

@@ -25,6 +25,11 @@ def dead_letter_json(letter: DeadLetter, source: str) -> bytes:
     })
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 record", "5000 records"."""
+    return "%d %s%s" % (n, noun, "" if n == 1 else "s")
+
+
 class Tally:
     """Counts what a run produced, for the summary line and the exit status."""
 
@@ -50,10 +55,10 @@ class Tally:
 
     def summary(self) -> str:
         types = ", ".join("%s %d" % kv for kv in sorted(self.by_type.items()))
-        line = "%d records (%s), %d dead letters, %d skipped" % (
-            self.records, types or "none", self.dead_letters, self.skipped)
+        line = "%s (%s), %s, %d skipped" % (
+            counted(self.records, "record"), types or "none", counted(self.dead_letters, "dead letter"), self.skipped)
         for note, n in self.notes.most_common(5):
-            line += "\n  note: %s (%d records)" % (note, n)
+            line += "\n  note: %s (%s)" % (note, counted(n, "record"))
         return line
 
     def exit_status(self) -> int:

@@ -27,32 +27,24 @@ UDP datagrams wait in the receiver's raw files) or gives up after
 ``timeout`` and returns False (the webhook answers 500 so NeuVector
 retries): never silently, see ``on_full``.
 """
-import errno
 import fcntl
 import logging
 import os
 import re
 import threading
 import time
-from itertools import chain
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
-from nvparser import json_dumps, json_loads
+from nvparser import json_loads
+
+from .rotating import cut_torn_tail, join_lines
+from .statefile import load_state, save_state
 
 log = logging.getLogger("nvsiem.spool")
 
 _SEGMENT = re.compile(r"^segment-(\d{16})\.jsonl$")
 _CURSOR = re.compile(r"^cursor-(.+)\.json$")
 DEAD_LETTERS = "dead-letters.jsonl"
-
-
-def join_lines(lines: Sequence[bytes]) -> bytes:
-    """``lines`` as one LF-terminated block.
-
-    The empty last item gives the final LF: ``join(...) + b"\\n"`` would copy
-    the whole block a second time.
-    """
-    return b"\n".join(chain(lines, (b"",)))
 
 
 def _segment_name(number: int) -> str:
@@ -370,74 +362,6 @@ class Spool:
             return size, (min(later) if later else None)
 
 
-def cut_torn_tail(path: str, size: int) -> int:
-    """Truncate JSON-lines file ``path`` after its last newline; return the new size.
-
-    A kill or power loss in the middle of a write leaves a torn last line;
-    what it held was not confirmed yet, so it is written again, whole.
-    """
-    if size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        pos = size
-        while pos > 0:
-            step = min(65536, pos)
-            f.seek(pos - step)
-            chunk = f.read(step)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                pos = pos - step + nl + 1
-                break
-            pos -= step
-        if pos != size:
-            log.warning("%s ended with a torn write (a kill or power loss): cut %d bytes", path, size - pos)
-            f.truncate(pos)
-        return pos
-
-
-def load_state(path: str, default: dict) -> dict:
-    """A small JSON state file (cursor, read position), or ``default`` if there is none yet.
-
-    A file cut short (see ``save_state``) also gives ``default``, the start:
-    what was already delivered may be sent again, nothing is skipped.
-    """
-    try:
-        with open(path, "rb") as f:
-            return json_loads(f.read())
-    except FileNotFoundError:
-        return default
-    except ValueError:
-        log.warning("%s cannot be read (cut by a crash while the disk was full?): starting from the beginning; "
-                    "records already delivered may be sent again", path)
-        return default
-
-
-def save_state(path: str, state: dict) -> None:
-    """Replace a state file atomically: a crash leaves the old or the new one, never half.
-
-    On a full disk there is no block for the new file, so the old one is
-    overwritten in place, within the block it has: saving a cursor is what
-    lets confirmed segments go, so it must not wait for room. Only a crash
-    in that one write can leave the file cut (``load_state`` copes).
-    """
-    data = json_dumps(state)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC or not os.path.exists(path):
-            raise
-        with open(path, "r+b") as f:
-            # Spaces after a JSON value are allowed: a shorter state leaves no old bytes behind.
-            f.write(data.ljust(os.fstat(f.fileno()).st_size))
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-
-
 def _load_cursor(path: str) -> Tuple[int, int]:
     state = load_state(path, {"segment": 0, "offset": 0})
     return int(state["segment"]), int(state["offset"])
@@ -471,8 +395,8 @@ class SpoolReader:
         if segment < first or segment not in spool._sizes:
             # New sink, or its segment is gone: start at the oldest record still kept.
             segment, offset = first, 0
-        self._segment, self._offset = segment, offset
-        self._pending = (segment, offset)
+        self._segment, self._offset = segment, offset  # the cursor: confirmed up to here
+        self._pending = (segment, offset)  # read up to here
         self._file = None
         self._file_segment = None
 
@@ -485,15 +409,16 @@ class SpoolReader:
         """
         deadline = time.monotonic() + timeout
         while True:
-            batch, position = self._read_from(self._segment, self._offset, max_records, max_bytes)
+            start = self._pending
+            batch, position = self._read_from(start[0], start[1], max_records, max_bytes)
             self._pending = position
-            if batch or position != (self._segment, self._offset):
+            if batch or position != start:
                 return batch
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             with self.spool._lock:
-                if self.spool._sizes.get(self._segment, 0) <= self._offset and not self.spool._closed:
+                if self.spool._sizes.get(start[0], 0) <= start[1] and not self.spool._closed:
                     self.spool._lock.wait(min(remaining, 0.5))
 
     @property
@@ -532,11 +457,21 @@ class SpoolReader:
             self._file_segment = segment
         return self._file
 
-    def commit(self) -> None:
-        """Move the cursor past the batch returned by the last ``read``."""
-        if not self.has_pending:
+    @property
+    def position(self) -> tuple:
+        """Where the last ``read`` ended: what ``commit(position)`` confirms up to."""
+        return self._pending
+
+    def rewind(self) -> None:
+        """Read again from the cursor: what was read since was not confirmed."""
+        self._pending = (self._segment, self._offset)
+
+    def commit(self, position: Optional[tuple] = None) -> None:
+        """Move the cursor to ``position`` (default: past the batch returned by the last ``read``)."""
+        position = self._pending if position is None else position
+        if position == (self._segment, self._offset):
             return
-        self._segment, self._offset = self._pending
+        self._segment, self._offset = position
         save_state(self._cursor_path, {"segment": self._segment, "offset": self._offset, "sink": self.label})
         with self.spool._lock:
             self.spool._delete_passed()

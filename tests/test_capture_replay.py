@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from nc_capture import WAIT, Listener, nc_capture, needs_nc, nc_listener, syslog_frames
+from helpers.nc_capture import WAIT, Listener, nc_capture, needs_nc, nc_listener, syslog_frames
 from nvparser._hexdump import HexChunk, format_hexdump, read_hexdump
-from nvsamples import assert_same_records, expected_records, load_samples
+from helpers.nvsamples import assert_same_records, expected_records, load_samples
 from nvsiem.captures import CaptureReader
 from nvsiem.cli import main
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from listen_harness import (CollectorProcess, ControlledSink, controlled, delivered, frames,  # noqa: F401
-                            numbered, sample, seq_of, start_collector)
-from loopback import free_port, wait_until
+from helpers.listen_harness import (CollectorProcess, ControlledSink, delivered, frames,
+                            numbered, sample, send_tcp, seq_of, start_collector)
+from helpers.loopback import free_port, wait_until
 from nvsiem.sinks.file import FileSink
 from nvsiem.sources.webhook import WebhookSource
 
@@ -291,10 +291,10 @@ def test_a_full_disk_holds_stream_input_back_and_the_sink_thread_survives_it(tmp
             raise OSError(28, "No space left on device")
         return real_append(*args, **kwargs)
 
-    def commit():
+    def commit(position=None):
         if disk_full.is_set():
             raise OSError(28, "No space left on device")
-        return real_commit()
+        return real_commit(position)
 
     monkeypatch.setattr(c.spool, "append", append)
     monkeypatch.setattr(worker.reader, "commit", commit)
@@ -316,11 +316,11 @@ def test_a_cursor_that_cannot_be_saved_is_retried_not_the_end_of_the_sink(tmp_pa
     failures = []
     real_commit = worker.reader.commit
 
-    def commit():
+    def commit(position=None):
         if len(failures) < 2:
             failures.append(1)
             raise OSError(28, "No space left on device")
-        return real_commit()
+        return real_commit(position)
 
     monkeypatch.setattr(worker.reader, "commit", commit)
     with socket.create_connection(("127.0.0.1", c.sources[0].port)) as conn:
@@ -356,3 +356,110 @@ def test_dead_letters_rotate_with_the_segment_size_a_small_quota_gives(tmp_path)
         assert c._dead.max_bytes == 4 * c.spool.segment_bytes
     finally:
         c.stop()
+
+
+def _run_once(tmp_path, port, to, first, count):
+    nv = CollectorProcess(tmp_path, ["tcp://127.0.0.1:%d" % port], [to]).start()
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"".join(frames(first, first + count)))
+        wait_until(lambda: nv.metric("nvsiem_delivered_records_total") >= count, 30, "%d records delivered" % count)
+        assert nv.terminate() == 0
+    finally:
+        nv.stop()
+    return nv.log.read_text()
+
+
+def test_a_named_sink_keeps_its_place_when_its_url_changes(tmp_path):
+    port = free_port()
+    _run_once(tmp_path, port, "file://%s?name=siem-main" % (tmp_path / "a.jsonl"), 0, 300)
+    # The same sink, moved: another path and an option more; only the new records go to it.
+    log = _run_once(tmp_path, port, "file://%s?name=siem-main&fsync=true" % (tmp_path / "b.jsonl"), 300, 50)
+    assert delivered(str(tmp_path / "a.jsonl")) == {n: 1 for n in range(300)}
+    assert delivered(str(tmp_path / "b.jsonl")) == {n: 1 for n in range(300, 350)}
+    assert "no longer configured" not in log
+
+
+def test_an_unnamed_sink_whose_url_changed_starts_over_and_says_so(tmp_path):
+    port = free_port()
+    _run_once(tmp_path, port, "file://%s" % (tmp_path / "a.jsonl"), 0, 300)
+    log = _run_once(tmp_path, port, "file://%s" % (tmp_path / "b.jsonl"), 300, 50)
+    # Nothing lost: the spool still held the first run's records, and the new sink got them again.
+    assert set(delivered(str(tmp_path / "b.jsonl"))) == set(range(350))
+    assert "is no longer configured" in log
+    assert "is new to this spool: it starts at the oldest spooled record" in log and "?name=" in log
+
+
+def test_a_permanent_sink_error_says_what_to_do_and_loses_nothing(tmp_path, controlled, caplog):
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"], ["test://down"])
+    controlled.append(c)
+    (sink,) = ControlledSink.instances
+    sink.set_mode("refuse")
+    with caplog.at_level(logging.ERROR, logger="nvsiem.collector"):
+        with socket.create_connection(("127.0.0.1", c.sources[0].port)) as s:
+            s.sendall(b"".join(frames(0, 50)))
+        wait_until(lambda: sink.attempts >= 2, 20, "two refused attempts")
+    lines = [r.getMessage() for r in caplog.records if "test://down" in r.getMessage()]
+    assert len(lines) == 1  # the same error is not logged again on every retry
+    assert "until its configuration is fixed" in lines[0] and "rejects the token" in lines[0]
+    assert "transient" not in lines[0] and "retrying" not in lines[0]
+    sink.set_mode("ok")
+    wait_until(lambda: len(sink.seqs) == 50, 20, "the 50 records once the sink accepts")
+
+
+class WindowSink(FileSink):
+    """A file sink whose destination confirms late and out of order, as HEC with acks does.
+
+    ``submit`` writes at once; a batch is confirmed only when the test says
+    so (``release``), in any order; ``confirmed`` reports the oldest run.
+    """
+
+    window = 3
+    max_batch = 10
+    made = []
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.batches, self.released, self.reported = [], set(), 0
+        WindowSink.made.append(self)
+
+    def submit(self, batch) -> None:
+        self.send(batch)
+        self.batches.append(len(batch))
+
+    def confirmed(self, wait: float) -> int:
+        time.sleep(min(wait, 0.05))
+        done = 0
+        while self.reported + done in self.released:
+            done += 1
+        self.reported += done
+        return done
+
+
+def test_the_cursor_moves_over_the_confirmed_prefix_only(tmp_path, monkeypatch):
+    from nvsiem.sinks import SINKS
+
+    monkeypatch.setitem(SINKS, "window", "test_listen_delivery:WindowSink")
+    WindowSink.made.clear()
+    out = tmp_path / "out.jsonl"
+    c = start_collector(tmp_path, ["tcp://127.0.0.1:0"], ["window://%s" % out])
+    try:
+        port = c.sources[0].port
+        send_tcp(port, frames(0, 50))
+        sink = WindowSink.made[0]
+        wait_until(lambda: len(sink.batches) == 3, 10, "three batches in flight")  # the window: no fourth yet
+        time.sleep(0.3)
+        assert len(sink.batches) == 3
+        worker = c.workers[0]
+        backlog = worker.reader.backlog_bytes
+        sink.released.update({1, 2})  # the second and third confirmed, the first still waiting
+        time.sleep(0.3)
+        assert worker.reader.backlog_bytes == backlog  # the cursor has not moved
+        assert len(sink.batches) == 3  # nothing confirmed from the front: the window stays full
+        sink.released.add(0)
+        wait_until(lambda: len(sink.batches) >= 5, 10, "the window moving on")
+        sink.released.update(range(3, 5))
+        wait_until(lambda: worker.reader.backlog_bytes == 0, 10, "the cursor past all five batches")
+    finally:
+        c.stop()
+    assert sum(sink.batches) == 50

@@ -1,7 +1,6 @@
 """``nvsiem listen`` refuses bad settings at start, says what is wrong, and answers webhooks in time."""
 import http.client
 import logging
-import os
 import socket
 import struct
 import subprocess
@@ -12,8 +11,8 @@ from argparse import Namespace
 
 import pytest
 
-from listen_harness import REPO, ControlledSink, controlled, frames, numbered, sample, start_collector  # noqa: F401
-from loopback import wait_until
+from helpers.listen_harness import ControlledSink, frames, numbered, sample, start_collector
+from helpers.loopback import wait_until
 from nvsiem import config
 from nvsiem.collector import Collector
 from nvsiem.sinks import split_collector_options
@@ -24,8 +23,7 @@ def listen(tmp_path, *args, timeout=20):
     argv = [sys.executable, "-m", "nvsiem", "listen", "--spool", str(tmp_path / "spool"), "--metrics", "off",
             "--listen", "tcp://127.0.0.1:0", "--to", "file://%s" % (tmp_path / "out.jsonl"), "--log-format", "text",
             *args]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "parser"), str(REPO)]))
-    done = subprocess.run(argv, capture_output=True, cwd=tmp_path, env=env, timeout=timeout)
+    done = subprocess.run(argv, capture_output=True, cwd=tmp_path, timeout=timeout)
     return done.returncode, done.stderr.decode()
 
 
@@ -121,6 +119,58 @@ def test_a_metrics_address_in_use_is_named(tmp_path):
         port = taken.getsockname()[1]
         status, stderr = listen(tmp_path, "--metrics", "tcp://127.0.0.1:%d" % port)
     assert status == 2 and "cannot start: metrics on 127.0.0.1:%d: Address already in use" % port in stderr
+
+
+def left_behind(tmp_path):
+    """What a failed start left in its working directory (the config file aside)."""
+    return sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".json")
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM], ids=["tcp", "udp"])
+def test_a_port_in_use_names_the_source_and_leaves_nothing_behind(tmp_path, kind):
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
+        url = "%s://127.0.0.1:%d" % ("tcp" if kind == socket.SOCK_STREAM else "udp", taken.getsockname()[1])
+        status, stderr = listen(tmp_path, "--listen", url)
+    assert status == 2 and "cannot start: %s: cannot listen: Address already in use" % url in stderr
+    assert left_behind(tmp_path) == []  # neither the spool directory nor the sink's file
+
+
+def test_a_sink_file_that_cannot_be_created_names_the_sink(tmp_path):
+    status, stderr = listen(tmp_path, "--to", "file:///proc/nope/x.jsonl")
+    assert status == 2
+    assert "cannot start: file:///proc/nope/x.jsonl: cannot create /proc/nope/x.jsonl" in stderr
+    assert left_behind(tmp_path) == []
+
+
+def test_a_config_file_that_is_not_json_is_named(tmp_path):
+    (tmp_path / "bad.json").write_text("{bad")
+    status, stderr = listen(tmp_path, "--config", str(tmp_path / "bad.json"))
+    assert status == 2 and "--config %s is not valid JSON: " % (tmp_path / "bad.json") in stderr
+    status, stderr = listen(tmp_path, "--config", str(tmp_path / "none.json"))
+    assert status == 2 and "--config %s: No such file or directory" % (tmp_path / "none.json") in stderr
+
+
+def test_a_source_without_a_scheme_gets_a_hint(tmp_path):
+    status, stderr = listen(tmp_path, "--listen", "127.0.0.1:25010")
+    assert status == 2
+    assert "cannot start: 127.0.0.1:25010: a source is a URL with a scheme, e.g. tcp://127.0.0.1:25010" in stderr
+
+
+@pytest.mark.parametrize("to", ["splunk-hec:", "out.jsonl"])
+def test_a_sink_without_a_scheme_gets_a_hint(tmp_path, to):
+    status, stderr = listen(tmp_path, "--to", to)
+    assert status == 2 and "cannot start: '%s' is not a sink URL: give scheme://" % to in stderr
+
+
+@pytest.mark.parametrize("argv", [["parse", "--bogus"], ["listen", "--lisen", "x"]])
+def test_a_mistyped_flag_prints_the_subcommands_usage(argv):
+    done = subprocess.run([sys.executable, "-m", "nvsiem", *argv], capture_output=True, timeout=60)
+    stderr = done.stderr.decode()
+    assert done.returncode == 2 and stderr.startswith("usage: nvsiem %s " % argv[0])
+    assert "nvsiem %s: error: unrecognized arguments: %s" % (argv[0], " ".join(argv[1:])) in stderr
 
 
 # -- webhooks ---------------------------------------------------------------

@@ -13,8 +13,8 @@ import time
 import pytest
 import trustme
 
-from listen_harness import delivered, frames, numbered, sample, send_datagrams, start_collector, wait_each_once
-from loopback import wait_until
+from helpers.listen_harness import delivered, frames, numbered, sample, send_datagrams, start_collector, wait_each_once
+from helpers.loopback import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -156,14 +156,14 @@ def test_udp_receive_buffer_cap_is_reported(tmp_path, collectors, caplog):
 
 
 def test_two_udp_listeners_on_one_port_are_refused(tmp_path):
-    port = __import__("loopback").free_port(socket.SOCK_DGRAM)
+    port = free_port(socket.SOCK_DGRAM)
     with pytest.raises(ValueError, match="two UDP listeners on one port"):
         start_collector(tmp_path, ["udp://127.0.0.1:%d" % port, "udp://127.0.0.2:%d" % port])
 
 
 def test_udp_drops_are_counted_while_the_spool_is_full(tmp_path, collectors, capfd):
     # No sink confirms anything: the spool fills, then the raw backlog, then the receiver drops.
-    down = "fluentd://127.0.0.1:%d?connect_timeout=0.2" % __import__("loopback").free_port()
+    down = "fluentd://127.0.0.1:%d?connect_timeout=0.2" % free_port()
     c = start_collector(tmp_path, ["udp://127.0.0.1:0"], [down], spool_quota="200K", log_format="text")
     collectors.append(c)
     send_datagrams(c.sources[0].port, 3000, burst=100, pause=0.1)  # over 3 s: the receiver checks every 0.5 s

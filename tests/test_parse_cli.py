@@ -1,13 +1,14 @@
 """`nvsiem parse`: inputs of every kind, outputs, dead letters and exit status."""
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from nvsamples import load_samples
+from helpers.nvsamples import load_samples
 
 REPO = Path(__file__).resolve().parents[1]
 SYSLOG = [s for s in load_samples() if s.mode in ("text", "json", "podlog")]
@@ -116,3 +117,28 @@ def test_max_frame_dead_letters_longer_frames():
     done = nvsiem("parse", "--max-frame", str(len(frame) - 1), stdin=frame + b"\n")
     assert done.returncode == 1
     assert "max_frame" in done.stderr.decode()
+
+
+def test_the_summary_counts_in_words():
+    threat = next(s for s in SYSLOG if s.mode == "text" and s.lines[0].count(b"notification=threat"))
+    # the bad line first: after a record, a line without a header continues its last value
+    done = nvsiem("parse", stdin=b"not neuvector\n" + threat.lines[0] + b"\n")
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[-1].endswith(
+        "nvsiem parse: 1 record (threat 1), 1 dead letter, 0 skipped")
+
+
+def test_the_readmes_parse_examples_run_as_shown(tmp_path):
+    # Pasted as a user pastes them, from a clone: in a directory holding the clone's examples/ and tests/.
+    for name in ("examples", "tests"):
+        (tmp_path / name).symlink_to(REPO / name)
+    readme = (REPO / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if ".venv/bin/nvsiem parse" in line]
+    assert len(commands) >= 2
+    for command in commands:
+        shell = command.replace(".venv/bin/nvsiem", "%s -m nvsiem" % sys.executable)
+        done = subprocess.run(shell, shell=True, cwd=tmp_path, capture_output=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, (command, done.stderr)
+        assert b", 0 dead letters" in done.stderr and b"0 records" not in done.stderr
+    assert len((tmp_path / "records.jsonl").read_bytes().splitlines()) == 32  # the bundled capture's records

@@ -1,4 +1,5 @@
 """The spool, the file sink and the sink registry, without sockets."""
+import argparse
 import errno
 import json
 import os
@@ -11,8 +12,9 @@ from nvparser import json_dumps
 from nvsiem import config
 from nvsiem.sinks import open_sink, sink_id, split_collector_options
 from nvsiem.sinks.file import FileSink
-from nvsiem.spool import Spool, load_state, save_state
-from loopback import wait_until
+from nvsiem.spool import Spool
+from nvsiem.statefile import load_state, save_state
+from helpers.loopback import wait_until
 
 
 def rec(i, notification="event"):
@@ -267,7 +269,7 @@ def test_collector_options_and_secrets(tmp_path, monkeypatch):
     token = tmp_path / "token"
     token.write_text("s3cr3t\n")
     monkeypatch.setenv("SHARED", "k3y")
-    from nvsiem.sinks import resolve_secrets
+    from nvsiem.options import resolve_secrets
     resolved = resolve_secrets("x://h?token_file=%s&shared_key_env=SHARED&tag=a" % token)
     assert resolved == "x://h?token=s3cr3t%0A&shared_key=k3y&tag=a"  # verbatim: the sink decides
     # A rotated token keeps the same cursor; another filter is another sink.
@@ -277,7 +279,7 @@ def test_collector_options_and_secrets(tmp_path, monkeypatch):
 def test_config_precedence(tmp_path):
     cfg = tmp_path / "nvsiem.json"
     cfg.write_text(json.dumps({"spool": "/from-file", "spool_quota": "2G", "to": ["stdout://"]}))
-    parser = __import__("argparse").ArgumentParser()
+    parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     args = parser.parse_args(["--config", str(cfg), "--spool", "/from-flag"])
     env = {"NVSIEM_SPOOL": "/from-env", "NVSIEM_TO": "file:///a.jsonl?types=violation,threat, stdout://",
@@ -299,11 +301,11 @@ def test_stdout_sink_writes_json_lines(capsysbinary):
 def test_config_file_in_toml(tmp_path):
     cfg = tmp_path / "nvsiem.toml"
     cfg.write_text('listen = ["udp://0.0.0.0:514"]\nspool_quota = "512M"\nfsync_interval = 0.5\n')
-    c = config.resolve(__import__("argparse").Namespace(config=str(cfg)), environ={})
+    c = config.resolve(argparse.Namespace(config=str(cfg)), environ={})
     assert c.listen == ["udp://0.0.0.0:514"] and c.spool_quota == 512 << 20 and c.fsync_interval == 0.5
     cfg.write_text('spool_qota = "1G"\n')
     try:
-        config.resolve(__import__("argparse").Namespace(config=str(cfg)), environ={})
+        config.resolve(argparse.Namespace(config=str(cfg)), environ={})
     except ValueError as exc:
         assert "spool_qota" in str(exc)
     else:
@@ -372,7 +374,7 @@ def fill_disk(monkeypatch):
     """Call to leave no block for a new file (``.tmp``), as on a volume filled to its last block."""
     import builtins
 
-    from nvsiem import spool as module
+    from nvsiem import statefile as module
 
     def full_open(path, mode="r", *args, **kwargs):
         if str(path).endswith(".tmp") and "w" in mode:

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 
-from nvparser._hexdump import format_hexdump
+from nvparser import format_hexdump
 from nvsiem.netaddr import parse_address
 
 HELP = "listen and write an nc -o compatible hex dump of what arrives"

@@ -1,7 +1,8 @@
 """Receive NeuVector events and deliver them to one or more SIEMs without losing any.
 
 Sources (--listen, repeatable): udp://, tcp://, tls://HOST:PORT?cert=FILE&key=FILE,
-webhook://HOST:PORT (webhooks:// or ?cert=&key= for HTTPS), file:///path/to/pod.log.
+webhook://HOST:PORT (webhooks:// or ?cert=&key= for HTTPS), file:///path/to/pod.log,
+neuvector+https://CONTROLLER:10443?apikey_file=FILE (what syslog lost, read back from the REST API).
 Sinks (--to, repeatable): file://PATH, stdout://, fluentd://, splunk-hec://...;
 add ?types=violation,threat to send a sink only those notifications.
 
@@ -41,6 +42,7 @@ def run(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    collector = None
     try:
         collector = Collector(cfg)
         collector.open_sinks(cfg.to)
@@ -52,6 +54,8 @@ def run(args) -> int:
             log.info("metrics on http://%s:%d/metrics, health on /healthz", *server.server_address[:2])
     except (OSError, ValueError, ImportError) as exc:
         log.error("cannot start: %s", exc)
+        if collector is not None:
+            collector.abandon()
         return 2
     log.info("listening", extra={"sources": [s.label for s in sources], "sinks": [w.label for w in collector.workers],
                                  "spool": cfg.spool})

@@ -12,6 +12,8 @@ Exit status: 0 every frame parsed, 1 some frames were dead-lettered,
 """
 import sys
 
+from nvparser import MAX_FRAME
+
 from nvsiem.inputs import INPUT_KINDS, read_events
 from nvsiem.output import EventWriter, max_frame_option, open_outputs
 
@@ -24,8 +26,8 @@ def add_arguments(parser):
                         help="input kind (default: auto-detect from the first bytes)")
     parser.add_argument("--out", metavar="FILE", help="write records here instead of stdout")
     parser.add_argument("--dead-letter", metavar="FILE", help="write dead letters here (JSON lines) instead of stderr")
-    parser.add_argument("--max-frame", type=max_frame_option, default=65536, metavar="BYTES",
-                        help="longest frame kept; longer ones are dead-lettered (default: 65536)")
+    parser.add_argument("--max-frame", type=max_frame_option, default=MAX_FRAME, metavar="BYTES",
+                        help="longest frame kept; longer ones are dead-lettered (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
     parser.set_defaults(run=run)
 

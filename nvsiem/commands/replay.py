@@ -31,6 +31,8 @@ import socket
 import sys
 import time
 
+from nvparser import MAX_FRAME
+
 from nvsiem.captures import TRANSPORTS, CaptureReader
 from nvsiem.netaddr import parse_address
 from nvsiem.output import EventWriter, max_frame_option, open_outputs
@@ -50,8 +52,8 @@ def add_arguments(parser):
     parser.add_argument("--send", metavar="URL", help="resend the syslog bytes to udp://HOST:PORT or tcp://HOST:PORT")
     parser.add_argument("--rate", type=_positive, metavar="N",
                         help="at most N frames a second (default: as fast as the link allows)")
-    parser.add_argument("--max-frame", type=max_frame_option, default=65536, metavar="BYTES",
-                        help="longest frame kept; longer ones are dead-lettered (default: 65536)")
+    parser.add_argument("--max-frame", type=max_frame_option, default=MAX_FRAME, metavar="BYTES",
+                        help="longest frame kept; longer ones are dead-lettered (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress line and no summary on stderr")
     parser.set_defaults(run=run)
 

@@ -11,66 +11,15 @@ and close).
 ``file:///var/log/nv.jsonl`` is absolute, ``file://out/nv.jsonl`` relative
 to the working directory.
 """
-import os
 from typing import Sequence
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from ..config import parse_bool, parse_size
-from ..spool import cut_torn_tail, join_lines
-from .base import Sink, SinkError
-
-
-class RotatingFile:
-    """An append-only file that rotates by size; writes whole batches."""
-
-    def __init__(self, path: str, max_bytes: int = 100 << 20, backups: int = 5, fsync: bool = False) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self.fsync = fsync
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        self._file = open(path, "ab", buffering=0)
-        self._size = cut_torn_tail(path, self._file.tell())
-
-    def write_lines(self, lines: Sequence[bytes]) -> None:
-        data = join_lines(lines)
-        if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
-            self._rotate()
-        view = memoryview(data)
-        while view:
-            view = view[self._file.write(view):]
-        self._size += len(data)
-        if self.fsync:
-            os.fsync(self._file.fileno())
-
-    def _rotate(self) -> None:
-        os.fsync(self._file.fileno())
-        self._file.close()
-        if self.backups > 0:
-            for n in range(self.backups - 1, 0, -1):
-                if os.path.exists("%s.%d" % (self.path, n)):
-                    os.replace("%s.%d" % (self.path, n), "%s.%d" % (self.path, n + 1))
-            os.replace(self.path, self.path + ".1")
-        else:
-            os.unlink(self.path)
-        self._file = open(self.path, "ab", buffering=0)
-        self._size = 0
-
-    def close(self) -> None:
-        if not self._file.closed:
-            os.fsync(self._file.fileno())
-            self._file.close()
-
-
-def path_of(url: str) -> str:
-    """The filesystem path a ``file://`` URL names (``file://rel/x`` is relative)."""
-    parts = urlsplit(url)
-    return unquote(parts.netloc + parts.path)
+from ..options import path_of
+from ..rotating import RotatingFile
+from .api import Sink, SinkError, parse_bool, parse_size
 
 
 class FileSink(Sink):
-    schemes = ("file",)
     max_batch = 5000
 
     def __init__(self, url: str) -> None:

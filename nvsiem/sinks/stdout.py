@@ -2,11 +2,10 @@
 import sys
 from typing import Sequence
 
-from .base import Sink, SinkError
+from .api import Sink, SinkError
 
 
 class StdoutSink(Sink):
-    schemes = ("stdout",)
     max_batch = 1000
 
     def send(self, batch: Sequence[bytes]) -> None:

@@ -10,6 +10,7 @@ _SOURCES = {
     "webhook": "webhook:WebhookSource",
     "webhooks": "webhook:WebhookSource",
     "file": "tail:TailSource",
+    "neuvector+https": "rest:RestSource",
 }
 
 
@@ -18,6 +19,9 @@ def open_source(url: str, collector) -> Source:
     import importlib
 
     scheme = urlsplit(url).scheme
+    if "://" not in url:
+        raise ValueError("%s: a source is a URL with a scheme, e.g. tcp://%s or udp://%s (known: %s)"
+                         % (url, url, url, ", ".join(_SOURCES)))
     if scheme not in _SOURCES:
         raise ValueError("unknown source %r in %s (known: %s)" % (scheme, url, ", ".join(_SOURCES)))
     module, _, name = _SOURCES[scheme].partition(":")

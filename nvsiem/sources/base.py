@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 from nvparser import DeadLetter, Parser
 
 from ..netaddr import parse_address
+from .access import Gate
 
 log = logging.getLogger("nvsiem.sources")
 
@@ -19,7 +20,8 @@ class Source:
     hand the events to ``collector.accept`` with their ``label``.
     """
 
-    #: Query options the source understands (anything else is a usage error).
+    #: Query options the source understands (anything else is a usage error);
+    #: every network source also takes ``allow=`` (see ``access.AllowList``).
     options = ()
 
     def __init__(self, url: str, collector) -> None:
@@ -34,10 +36,12 @@ class Source:
         else:
             self.addr = parse_address(url, schemes=(parts.scheme,))
             self.query = self.addr.query
-        unknown = set(self.query) - set(self.options)
+        known = self.options + (() if self.addr is None else ("allow",))
+        unknown = set(self.query) - set(known)
         if unknown:
             raise ValueError("%s: unknown option(s) %s (known: %s)" % (
-                self.label, ", ".join(sorted(unknown)), ", ".join(self.options) or "none"))
+                self.label, ", ".join(sorted(unknown)), ", ".join(known) or "none"))
+        self.gate = Gate(self.label, self.query.get("allow"), collector.metrics.refused)
         self.up = False
         self._stopping = threading.Event()
         self._threads = []
@@ -45,6 +49,20 @@ class Source:
     def address(self):
         """(host, port) to bind."""
         return self.addr.host, self.addr.port
+
+    def number_option(self, name: str, default: float, minimum: float = 0, whole: bool = False) -> float:
+        """``?name=`` as a number of at least ``minimum``; ``default`` when absent."""
+        text = self.query.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            value = None
+        if value is None or not (minimum <= value < float("inf")):
+            raise ValueError("%s: %s=%s: expected a %s of at least %s" % (
+                self.label, name, text, "whole number" if whole else "number", minimum))
+        return value
 
     def parser(self) -> Parser:
         return Parser(max_frame=self.config.max_frame)
@@ -100,14 +118,17 @@ class Source:
 
 
 def server_tls_context(source: Source) -> ssl.SSLContext:
-    """A server context from the source's ``cert=`` and ``key=`` files (PEM)."""
-    cert, key = source.query.get("cert"), source.query.get("key")
+    """A server context from the source's ``cert=`` and ``key=`` files (PEM), and ``client_ca=`` if given."""
+    query = source.query
+    cert, key, client_ca = query.get("cert"), query.get("key"), query.get("client_ca")
     if not cert:
         raise ValueError("%s needs ?cert=FILE (PEM, chain included) and ?key=FILE" % source.label)
+    if "client_cn" in query and not client_ca:
+        raise ValueError("%s: client_cn= needs client_ca=FILE, the CA that signs the client certificates" % source.label)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # ssl names neither file in its errors ("[Errno 2] No such file or directory"): say which one.
-    for option, path in (("cert", cert), ("key", key)):
+    for option, path in (("cert", cert), ("key", key), ("client_ca", client_ca)):
         if path:
             try:
                 with open(path, "rb"):
@@ -119,8 +140,33 @@ def server_tls_context(source: Source) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ValueError("%s: cannot load cert=%s%s: %s" % (
             source.label, cert, " key=%s" % key if key else "", exc)) from None
+    if client_ca:
+        try:
+            context.load_verify_locations(client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError("%s: client_ca=%s holds no CA certificate (PEM): %s" % (source.label, client_ca, exc)) from None
+        # NeuVector presents no client certificate: only relays (rsyslog, syslog-ng, Fluentd) can use this.
+        context.verify_mode = ssl.CERT_REQUIRED
     # No TLS 1.3 session tickets: a sender that writes and closes without
     # reading them would make its kernel reset the connection, and the reset
     # discards records we have not read yet. Syslog senders do not resume sessions.
     context.num_tickets = 0
     return context
+
+
+def client_names(source: Source):
+    """The ``client_cn=`` allow-list (a set of names), or None when any certificate the CA signed will do."""
+    names = source.query.get("client_cn")
+    return None if names is None else {n.strip() for n in names.split(",") if n.strip()}
+
+
+def unlisted_client(names, tls_socket: ssl.SSLSocket):
+    """Why the client certificate on ``tls_socket`` is not on the ``names`` list; None when it is."""
+    if names is None:
+        return None
+    cert = tls_socket.getpeercert() or {}
+    presented = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
+    presented += [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+    if names.intersection(presented):
+        return None
+    return "client certificate names %s, none of them in client_cn=" % (", ".join(presented) or "nothing")

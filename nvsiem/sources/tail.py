@@ -20,8 +20,8 @@ import hashlib
 import os
 import time
 
-from ..sinks.file import path_of
-from ..spool import load_state, save_state
+from ..options import path_of
+from ..statefile import load_state, save_state
 from .base import Source, log
 
 # Fed to the parser as read: ~60 records live at once stay in the CPU cache

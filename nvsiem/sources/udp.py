@@ -31,7 +31,7 @@ from typing import Optional
 
 from nvparser import DeadLetter
 
-from ..spool import load_state, save_state
+from ..statefile import load_state, save_state
 from .base import Source, log
 from .udp_receiver import raw_files
 
@@ -72,13 +72,18 @@ class UdpSource(Source):
         self._sock = sock  # kept: a receiver that died is started again on it
         self._start_receiver()
         _lower_own_priority()
-        self._dropped_seen = 0
         self.up = True
         self.spawn(self._consume, "udp-%d" % self.port)
         # Not in the consumer loop: that waits for room while the receiver drops most.
         self.spawn(self._watch_status, "udp-%d-status" % self.port)
 
     def _start_receiver(self) -> None:
+        # Each receiver counts from 0 in the status file: a file left by the one before is not new news.
+        self._dropped_seen = self._refused_seen = 0
+        try:
+            os.unlink(self._status_path)
+        except FileNotFoundError:
+            pass
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
         fd = self._sock.fileno()
@@ -89,7 +94,8 @@ class UdpSource(Source):
              # and go once parsed, before the backlog reaches its bound.
              "--segment-bytes", str(self.collector.spool.segment_bytes),
              "--max-backlog", str(self.collector.spool.quota_bytes),
-             "--log-format", self.config.log_format, "--log-level", self.config.log_level],
+             "--label", self.label, "--log-format", self.config.log_format, "--log-level", self.config.log_level]
+            + (["--allow", self.query["allow"]] if "allow" in self.query else []),
             pass_fds=[fd], env=env, stdout=subprocess.PIPE)
         if self.child.stdout.readline() != b"ready\n":  # receiving before start() returns
             raise OSError("%s: the UDP receiver process did not start (exit status %s)" % (self.label, self.child.wait()))
@@ -102,6 +108,7 @@ class UdpSource(Source):
             if status is not None and not self._stopping.is_set():
                 self.up = False
                 log.error("%s: the UDP receiver process died (exit status %s); starting it again", self.label, status)
+                self._read_status()  # its last counts
                 try:
                     self._start_receiver()
                 except OSError as exc:
@@ -187,12 +194,16 @@ class UdpSource(Source):
 
     def _read_status(self) -> None:
         try:
-            dropped = load_state(self._status_path, {"dropped": 0})["dropped"]
+            status = load_state(self._status_path, {"dropped": 0, "refused": 0})
+            dropped, refused = status["dropped"], status.get("refused", 0)
         except (OSError, ValueError, KeyError):
             return
         if dropped > self._dropped_seen:
             self.collector.refused(self.label, dropped - self._dropped_seen, "backlog_full")
             self._dropped_seen = dropped
+        if refused > self._refused_seen:  # logged by the receiver, once a minute per sender
+            self.collector.metrics.refused.labels(self.label, "not_allowed").inc(refused - self._refused_seen)
+            self._refused_seen = refused
 
     def stop(self) -> None:
         self._stopping.set()

@@ -29,7 +29,8 @@ import sys
 import time
 
 from ..logs import FORMATS, LEVELS, setup_logging
-from ..spool import save_state
+from ..statefile import save_state
+from .access import Gate
 
 _FLUSH_BYTES = 256 << 10
 _FLUSH_SECONDS = 0.01
@@ -51,8 +52,10 @@ def raw_files(directory: str, port: int):
 
 
 class Receiver:
-    def __init__(self, sock: socket.socket, directory: str, port: int, segment_bytes: int, max_backlog: int):
+    def __init__(self, sock: socket.socket, directory: str, port: int, segment_bytes: int, max_backlog: int,
+                 gate: Gate = None):
         self.sock, self.directory, self.port = sock, directory, port
+        self.gate = gate  # with allow=: datagrams from other senders are dropped, counted and logged here
         self.segment_bytes, self.max_backlog = segment_bytes, max_backlog
         existing = raw_files(directory, port)
         self.number = existing[-1][0] + 1 if existing else 1  # never append to a file written before
@@ -60,7 +63,7 @@ class Receiver:
         self.size = 0
         self.buf = bytearray()
         self.buffered = 0  # datagrams in buf
-        self.received = self.dropped = 0
+        self.received = self.dropped = self.refused = 0
         self.dropping = False
         self.write_error = None
         self.stopping = False
@@ -107,12 +110,21 @@ class Receiver:
                     self.port, "parser far behind, dropping datagrams" if dropping
                     else "backlog back under its bound, receiving again", backlog)
         try:
-            save_state(self.status_path, {"received": self.received, "dropped": self.dropped})
+            save_state(self.status_path, {"received": self.received, "dropped": self.dropped, "refused": self.refused})
         except OSError:
             pass  # a full disk: the counts are written at the next check with room
 
+    def _recv_allowed(self, size: int) -> bytes:
+        """The next datagram from an allowed sender (``recvfrom`` costs more than ``recv``: only with allow=)."""
+        while True:
+            datagram, peer = self.sock.recvfrom(size)
+            if self.gate.admits(peer[0]):
+                return datagram
+            self.refused += 1
+
     def run(self, parent: int) -> None:
-        recv, pack = self.sock.recv, struct.Struct("<I").pack
+        recv = self.sock.recv if self.gate is None else self._recv_allowed
+        pack = struct.Struct("<I").pack
         self.sock.settimeout(_FLUSH_SECONDS)
         next_flush = next_check = time.monotonic()
         n = 0
@@ -147,9 +159,10 @@ class Receiver:
         """Take what the kernel still holds for us, write it, stop."""
         self.sock.setblocking(False)
         pack = struct.Struct("<I").pack
+        recv = self.sock.recv if self.gate is None else self._recv_allowed
         while True:
             try:
-                datagram = self.sock.recv(65536)
+                datagram = recv(65536)
             except OSError:
                 break
             self.received += 1
@@ -169,12 +182,15 @@ def main(argv=None) -> int:
     ap.add_argument("--parent", type=int, required=True)
     ap.add_argument("--segment-bytes", type=int, default=64 << 20)
     ap.add_argument("--max-backlog", type=int, default=1 << 30)
+    ap.add_argument("--label", default="udp")
+    ap.add_argument("--allow", help="the source's allow= list")
     ap.add_argument("--log-format", choices=FORMATS, default="json")  # the collector's own settings
     ap.add_argument("--log-level", choices=LEVELS, default="info")
     args = ap.parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     sock = socket.socket(fileno=args.fd)
-    receiver = Receiver(sock, args.dir, args.port, args.segment_bytes, args.max_backlog)
+    gate = Gate(args.label, args.allow) if args.allow is not None else None
+    receiver = Receiver(sock, args.dir, args.port, args.segment_bytes, args.max_backlog, gate)
 
     def stop(*_):
         receiver.stopping = True

@@ -1,4 +1,8 @@
-"""The sink interface every destination implements.
+"""The public sink API: what a sink plugin implements and may use.
+
+A sink is a class named by a URL scheme through the ``nvsiem.sinks`` entry
+point group (see ``nvsiem.sinks``); it imports only this module and the
+parser's public API.
 
 The collector drains its on-disk spool into each sink from one thread per
 sink. A sink sees batches of records already serialised as compact UTF-8
@@ -6,11 +10,11 @@ JSON (one record per item, no trailing newline): the file sink writes them
 as they are, network sinks decode what they need.
 """
 import abc
-from typing import ClassVar, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Sequence
 
-#: Query parameters whose name holds one of these are secrets: masked in logs, read from files or env.
-SECRET_WORDS = ("token", "key", "secret", "password")
+from ..options import parse_bool, parse_size, redact_url, resolve_secrets
+
+__all__ = ["Sink", "SinkError", "parse_bool", "parse_size", "redact_url", "resolve_secrets"]
 
 
 class SinkError(Exception):
@@ -30,14 +34,17 @@ class SinkError(Exception):
 class Sink(abc.ABC):
     """A destination named by a URL (``file:///var/log/nv.jsonl``, ``fluentd://host:24224`` ...)."""
 
-    #: URL schemes this sink serves.
-    schemes: ClassVar[Sequence[str]] = ()
     #: Largest batch the collector hands to ``send``: records, and bytes.
     max_batch: int = 1000
     max_batch_bytes: int = 4 << 20
+    #: Batches the collector hands over before the first is confirmed. A sink
+    #: whose destination confirms late (indexer acknowledgement) sets more and
+    #: implements ``submit`` and ``confirmed``; the others just ``send``.
+    window: int = 1
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._sent = 0
 
     @abc.abstractmethod
     def send(self, batch: Sequence[bytes]) -> None:
@@ -47,20 +54,28 @@ class Sink(abc.ABC):
         when this returns, so a record is delivered at least once.
         """
 
+    def submit(self, batch: Sequence[bytes]) -> None:
+        """Take ``batch`` for delivery; with ``window`` > 1, return before it is confirmed.
+
+        Raise ``SinkError`` when nothing more can be taken: the sink then
+        forgets every batch it has not confirmed, and the collector hands
+        them over again.
+        """
+        self.send(batch)
+        self._sent += 1
+
+    def confirmed(self, wait: float) -> int:
+        """How many of the oldest batches taken are now confirmed, in order (waiting up to ``wait``).
+
+        Raise ``SinkError`` as ``submit`` does. The spool advances past each
+        batch counted, never past one that is not.
+        """
+        done, self._sent = self._sent, 0
+        return done
+
     def close(self) -> None:
         """Release connections and files. Called once, after the last ``send``."""
 
     def describe(self) -> str:
         """The URL with secrets removed, for logs and metrics labels."""
         return redact_url(self.url)
-
-
-def redact_url(url: str) -> str:
-    """Drop userinfo and secret-looking query values from a URL."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = [
-        (k, "***" if any(s in k.lower() for s in SECRET_WORDS) else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="/,:*"), ""))
