@@ -12,9 +12,11 @@ splunk-sdk installed in the Python running the build. The package holds:
 * ``lib/nvparser``: the parser's Python modules (not its optional C
   accelerator: the app must run wherever Splunk does, and the pure-Python
   path gives the same records);
-* ``lib/nvsiem_splunk`` and ``lib/splunklib``: only the modules the scripts
-  in ``bin/`` import, followed import by import (splunklib's
-  ``searchcommands/`` is not among them, and AppInspect flags its threads);
+* ``lib/nvsiem_splunk``: what runs inside Splunk, the modular inputs and
+  what they share, whole (the collector's HEC sink is its own package,
+  ``nvsiem_splunk_hec``, and is not part of the app);
+* ``lib/splunklib``: splunk-sdk's package but its ``searchcommands/`` (the
+  app has no search command, and AppInspect flags their threads);
 * from a wheel, splunk-sdk's dist-info (``METADATA``, ``WHEEL``, licence):
   splunklib 3.x reads its own version from it on every REST call.
 
@@ -25,7 +27,6 @@ props/transforms are out of date or the versions in app.conf and
 app.manifest disagree.
 """
 import argparse
-import ast
 import gzip
 import io
 import json
@@ -35,7 +36,7 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, List, Set, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -44,6 +45,8 @@ APP_DIR = HERE / APP_ID
 EPOCH_1980 = 315532800
 SKIP_DIRS = {"local", "__pycache__"}
 SKIP_FILES = {"local.meta"}
+#: splunklib's custom search commands: the app has none, and AppInspect flags their threads.
+SPLUNKLIB_SKIP = {"searchcommands"}
 
 sys.path.insert(0, str(HERE))
 import gen_conf  # noqa: E402
@@ -98,58 +101,6 @@ def check_generated() -> None:
             raise BuildError("%s is out of date: run python splunk_app/gen_conf.py" % path.relative_to(ROOT))
 
 
-def _module_file(roots: Dict[str, Path], module: str):
-    top, *rest = module.split(".")
-    if top not in roots:
-        return None
-    base = roots[top].joinpath(*rest)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imports(path: Path, module: str) -> Iterator[str]:
-    """Absolute names of what a file imports (``from a import b`` gives a and a.b)."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                parent = ".".join(parts[:len(parts) - node.level + 1])
-                base = parent + ("." + base if base else "")
-            yield base
-            for alias in node.names:
-                yield base + "." + alias.name
-
-
-def vendored_modules(roots: Dict[str, Path], scripts: List[Path]) -> Dict[str, Path]:
-    """module name -> source file, for everything the scripts import from ``roots``."""
-    found: Dict[str, Path] = {}
-    todo: List[Tuple[str, Path]] = [("__main__", s) for s in scripts]
-    seen: Set[str] = set()
-    while todo:
-        module, path = todo.pop()
-        for name in _imports(path, module):
-            parts = name.split(".")
-            # every enclosing package's __init__ runs too
-            for i in range(1, len(parts) + 1):
-                prefix = ".".join(parts[:i])
-                if prefix in seen:
-                    continue
-                source = _module_file(roots, prefix)
-                if source is None:
-                    continue
-                seen.add(prefix)
-                found[prefix] = source
-                todo.append((prefix, source))
-    return found
-
-
 def package_files(sdk_dir: Path = None) -> List[Tuple[str, Path]]:
     """(path inside the tarball, source file), sorted. ``sdk_dir``: an unpacked splunk-sdk wheel."""
     files: Dict[str, Path] = {}
@@ -160,14 +111,11 @@ def package_files(sdk_dir: Path = None) -> List[Tuple[str, Path]]:
         if rel.name in SKIP_FILES or rel.suffix in (".pyc", ".pyo"):
             continue
         files["%s/%s" % (APP_ID, rel.as_posix())] = path
-    roots = package_roots(sdk_dir)
-    for path in sorted(roots["nvparser"].rglob("*.py")):
-        if "__pycache__" not in path.parts:
-            files["%s/lib/nvparser/%s" % (APP_ID, path.relative_to(roots["nvparser"]).as_posix())] = path
-    scripts = sorted((APP_DIR / "bin").glob("*.py"))
-    for module, source in vendored_modules(roots, scripts).items():
-        top = module.split(".")[0]
-        files["%s/lib/%s/%s" % (APP_ID, top, source.relative_to(roots[top]).as_posix())] = source
+    for top, root in package_roots(sdk_dir).items():
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root)
+            if "__pycache__" not in rel.parts and not (top == "splunklib" and rel.parts[0] in SPLUNKLIB_SKIP):
+                files["%s/lib/%s/%s" % (APP_ID, top, rel.as_posix())] = path
     if sdk_dir is not None:
         for rel, path in _sdk_metadata(sdk_dir).items():
             files["%s/lib/%s" % (APP_ID, rel)] = path

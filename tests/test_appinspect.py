@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from splunk_package import appinspect, build_package
+from helpers.splunk_package import appinspect, build_package
 
 # check -> text its message must contain to count as informational
 INFORMATIONAL = {

@@ -15,10 +15,11 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopback import free_port
-from nc_capture import nc_listener, needs_nc, syslog_frames
-from nvsamples import assert_same_records, expected_records, load_samples
-from splunkd_harness import PYTHONS, RunningInput, build_app, scheme, validate
+from helpers.listen_harness import frames, seq_of
+from helpers.loopback import free_port
+from helpers.nc_capture import nc_listener, needs_nc, syslog_frames
+from helpers.nvsamples import assert_same_records, expected_records, load_samples
+from helpers.splunkd_harness import PYTHONS, RunningInput, build_app, scheme, validate
 
 pytestmark = pytest.mark.slow
 
@@ -69,9 +70,28 @@ def test_validation_messages_reach_the_user(python, app, tmp_path):
         1, "port must be between 1 and 65535, not 70000")
     assert validate(python, app, "neuvector", {"port": "10514", "tls_cert": "/x.pem"}, tmp_path) == (
         1, "tls_cert and tls_key go together: give both for TLS, neither for plain TCP")
-    status, message = validate(python, app, "neuvector",
-                               {"port": "10514", "tls_cert": "/nonexistent.pem", "tls_key": "/k.pem"}, tmp_path)
-    assert status == 1 and message.startswith("cannot load the TLS certificate/key")
+    assert validate(python, app, "neuvector", {"port": "10514", "tls_cert": "/nonexistent.pem", "tls_key": "/k.pem"},
+                    tmp_path) == (1, "cannot read tls_cert=/nonexistent.pem: No such file or directory")
+    for bind in ("999.1.1.1", "example.invalid"):
+        status, message = validate(python, app, "neuvector", {"port": "10514", "bind": bind}, tmp_path)
+        assert status == 1 and message.startswith("bind=%s is not an address of this host" % bind)
+    status, message = validate(python, app, "neuvector", {"port": "10514", "allow": "10.0.0.0/8,nv.example"},
+                               tmp_path)
+    assert status == 1 and "'nv.example' is not an address or a network" in message
+
+
+def test_tls_files_the_wrong_way_round_or_not_a_pair_are_said_in_words(python, app, tmp_path, tls_files):
+    _, d = tls_files
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    other = trustme.CA().issue_cert("127.0.0.1")
+    other.private_key_pem.write_to_path(str(tmp_path / "other-key.pem"))
+    assert validate(python, app, "neuvector", {"port": "10514", "tls_cert": key, "tls_key": cert}, tmp_path) == (
+        1, "tls_cert=%s and tls_key=%s: certificate and key swapped" % (key, cert))
+    status, message = validate(python, app, "neuvector", {"port": "10514", "tls_cert": cert,
+                                                          "tls_key": str(tmp_path / "other-key.pem")}, tmp_path)
+    assert status == 1 and "certificate and key swapped or not a pair" in message
+    assert validate(python, app, "neuvector", {"port": "10514", "tls_cert": cert, "tls_key": key}, tmp_path) == (
+        0, None)
 
 
 def start_tcp(python, app, tmp_path, **params):
@@ -131,7 +151,7 @@ def test_frame_buffered_at_shutdown_is_still_indexed(python, app, tmp_path):
     conn.close()
     assert_same_records(records_of(rest), expected_records("threat-text-2"))
     assert run.proc.returncode == 0 and run.stream_closed
-    assert any(l.startswith("INFO neuvector://nv: stopped: 1 records") for l in run.stderr_lines)
+    assert "INFO neuvector://nv: stopped: 1 record, 0 dead letters, 0 skipped frames" in run.stderr_lines
 
 
 def test_port_in_use_is_an_error_in_splunkd_log(python, app, tmp_path):
@@ -177,6 +197,24 @@ def test_tls_syslog_with_idle_flush(python, app, tmp_path, tls_files):
     check_metadata(events, "neuvector://nv")
     run.stop()
     assert run.proc.returncode == 0
+
+
+def test_tls_sender_that_writes_and_closes_without_reading_loses_nothing(python, app, tmp_path, tls_files):
+    # NeuVector's syslog writer writes and closes, never reading. A TLS 1.3 server
+    # that sends session tickets leaves them unread at the sender, whose close
+    # then resets the connection and the records still unread are gone.
+    ca, d = tls_files
+    run, port = start_tcp(python, app, tmp_path, tls_cert=str(d / "cert.pem"), tls_key=str(d / "key.pem"))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    raw = socket.create_connection(("127.0.0.1", port))
+    conn = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert conn.version() == "TLSv1.3"
+    conn.sendall(b"".join(frames(0, 5000)))
+    conn.close()
+    events = run.take(5000, timeout=120)
+    assert sorted(seq_of(r) for r in records_of(events)) == list(range(5000))
+    assert run.stop() == []
 
 
 # -- neuvector_capture:// -------------------------------------------------
@@ -342,3 +380,55 @@ def test_characters_xml_cannot_carry_are_replaced(app_lib, text, json_safe, text
     from nvsiem_splunk.modinput import xml_safe_json, xml_safe_text
 
     assert xml_safe_json(text) == json_safe and xml_safe_text(text) == text_safe
+
+
+def test_a_sender_outside_allow_is_refused_and_the_allowed_one_delivered(python, app, tmp_path, tls_files):
+    ca, d = tls_files
+    run, port = start_tcp(python, app, tmp_path, allow="127.0.0.1", tls_cert=str(d / "cert.pem"),
+                          tls_key=str(d / "key.pem"))
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    for _ in range(3):
+        outsider = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):  # closed before the handshake
+            ctx.wrap_socket(outsider, server_hostname="127.0.0.1").sendall(b"".join(frames(100, 110)))
+        outsider.close()
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+        conn.sendall(b"".join(frames(0, 10)))
+        events = run.take(10)
+    assert sorted(seq_of(r) for r in records_of(events)) == list(range(10))
+    assert run.stop() == []
+    refusals = [l for l in run.stderr_lines if l.startswith("WARN neuvector://nv: refused 127.0.0.2")]
+    assert len(refusals) == 1 and "not in allow=127.0.0.1" in refusals[0]  # logged once, not per connection
+    assert run.stderr_lines[-1].endswith("; 3 connections refused (not allowed)")
+
+
+def closed_unread(sock: socket.socket) -> bool:
+    sock.settimeout(10)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_connections_beyond_max_connections_are_refused_and_a_sender_still_delivers(python, app, tmp_path):
+    run, port = start_tcp(python, app, tmp_path, max_connections="5")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        run.wait_log(r"^INFO neuvector://nv: connection from 127\.0\.0\.1", count=5)
+        extra = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+        assert all(closed_unread(sock) for sock in extra)
+        idle.pop().close()
+        run.wait_log(r"connection from 127\.0\.0\.1:\d+ closed")
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(b"".join(frames(0, 20)))
+            events = run.take(20)
+        assert sorted(seq_of(r) for r in records_of(events)) == list(range(20))
+    finally:
+        for sock in idle:
+            sock.close()
+    run.stop()
+    refusals = [l for l in run.stderr_lines if l.startswith("WARN neuvector://nv: refused 127.0.0.1")]
+    assert len(refusals) == 1 and "already 5 connections (max_connections)" in refusals[0]
+    assert run.stderr_lines[-1].endswith("; 10 connections refused (connection limit)")

@@ -21,15 +21,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-import gen_conf
 import nvparser
-import splunkconf
 from nvparser import schema
-from nvsamples import load_samples, reference_dir
-from splunk_package import ROOT, build_package
-from splunkd_harness import PYTHONS
-from splunk_sim import App, Eval, matches
+from helpers.nvsamples import load_samples
+from helpers.splunk_package import ROOT, build_package, splunk_script
+from helpers.splunkd_harness import PYTHONS
+from helpers.splunk_sim import App, Eval, matches
 
+gen_conf = splunk_script("gen_conf")
+splunkconf = splunk_script("splunkconf")
 APP_DIR = ROOT / "splunk_app" / "neuvector_siem"
 APP = App(APP_DIR)
 SAMPLES = {s.id: s for s in load_samples() if s.mode in ("text", "json", "podlog")}
@@ -73,9 +73,16 @@ def test_app_identity_and_permissions():
         assert meta[exported]["export"] == "system"
 
 
-def test_compliance_lookup_is_the_reference_table():
-    shipped = (APP_DIR / "lookups" / "neuvector_compliance_tags.csv").read_bytes()
-    assert shipped == (reference_dir() / "compliance-tags.csv").read_bytes()
+def test_compliance_lookup_holds_the_shipped_checks():
+    """The counts NeuVector's source gives: 921 K.*, 105 D.* (55 tagged), 5 I.* (none tagged); PCI, HIPAA, GDPR only."""
+    rows = APP.lookup_rows("neuvector_compliance_tags")
+    by_kind = {kind: [r for r in rows if r["test_id"].startswith(kind + ".")] for kind in "KDI"}
+    assert {kind: len(found) for kind, found in by_kind.items()} == {"K": 921, "D": 105, "I": 5}
+    assert len(rows) == 1031
+    assert sum(1 for r in by_kind["D"] if r["regulations"]) == 55
+    assert not any(r["regulations"] for r in by_kind["I"])
+    assert {t for r in rows for t in r["regulations"].split("|") if t} == {"PCI", "HIPAA", "GDPR"}
+    assert len({(r["test_id"], r["benchmark"]) for r in rows}) == len(rows)
 
 
 # -- CIM ------------------------------------------------------------------------

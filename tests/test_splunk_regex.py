@@ -10,17 +10,16 @@ as NeuVector prints them, lists and maps as multivalue fields (empty ones
 unset). The same record written as JSON by the modular input or the HEC
 sink must give the same fields under the same sourcetype.
 """
-from pathlib import Path
-
 import pytest
 
-import gen_conf
 import nvparser
 from nvparser import Parser, Record, schema
-from nvsamples import load_samples
-from splunk_sim import App
+from helpers.nvsamples import load_samples
+from helpers.splunk_package import ROOT, splunk_script
+from helpers.splunk_sim import App
 
-APP = App(Path(__file__).resolve().parents[1] / "splunk_app" / "neuvector_siem")
+gen_conf = splunk_script("gen_conf")
+APP = App(ROOT / "splunk_app" / "neuvector_siem")
 SYSLOG_SAMPLES = [s for s in load_samples() if s.mode in ("text", "json", "podlog")]
 SYSLOG_PARTS = ("pri", "facility", "severity", "version", "timestamp", "hostname", "app_name", "procid", "msgid")
 

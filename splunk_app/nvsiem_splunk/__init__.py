@@ -1,1 +1,1 @@
-"""Splunk side of the pack: the HEC sink and the helpers the Splunk app shares."""
+"""What runs inside Splunk: the app's modular inputs and how a record becomes a Splunk event."""

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Callable, Dict, Optional
 
-from nvparser import DeadLetter, Record, event_time, json_dumps
+from nvparser import MAX_FRAME, DeadLetter, Record, event_time, json_dumps
 from splunklib.modularinput import Argument, Event, EventWriter, Scheme, Script
 
 from .records import DEADLETTER_SOURCETYPE, deadletter, event_host, sourcetype
@@ -107,6 +107,11 @@ class Emitter:
         self._dead_since_log = 0
         self._last_log = time.monotonic()
 
+    def summary(self) -> str:
+        """What the stanza wrote, for its last log line: "1 record, 0 dead letters, 2 skipped frames"."""
+        return ", ".join(counted(self.counts[key], noun) for key, noun in (
+            ("records", "record"), ("dead_letters", "dead letter"), ("skipped", "skipped frame")))
+
     def write(self, events, source: Optional[str] = None, host: Optional[str] = None) -> None:
         """Write ``events`` and flush them to splunkd: a checkpoint saved after this call never runs ahead."""
         for event in events:
@@ -146,6 +151,11 @@ class Emitter:
                                    DEADLETTER_SOURCETYPE))
             self._dead_since_log = 0
             self._last_log = now
+
+
+def counted(n: int, noun: str) -> str:
+    """"1 record", "5,000 records"."""
+    return "%s %s%s" % (format(n, ","), noun, "" if n == 1 else "s")
 
 
 def run_until_stopped(main: Callable[[asyncio.Event], "asyncio.Future"], writer: EventWriter) -> None:
@@ -195,7 +205,7 @@ FRAMING_ARGUMENTS = (
              description="auto (LF-terminated lines, RFC 6587 octet counting detected), lf or octet-counting",
              required_on_create=False),
     Argument("max_frame", title="Largest frame (bytes)",
-             description="Longer frames are indexed as neuvector:deadletter in pieces (default 65536)",
+             description="Longer frames are indexed as neuvector:deadletter in pieces (default %d)" % MAX_FRAME,
              data_type=Argument.data_type_number, required_on_create=False),
 )
 
@@ -227,7 +237,7 @@ class NeuVectorScript(Script):
 
     def settings(self, params: dict) -> dict:
         return {"framing": framing_param(params),
-                "max_frame": int_param(params, "max_frame", 65536, 1024, 16 << 20)}
+                "max_frame": int_param(params, "max_frame", MAX_FRAME, 1024, 16 << 20)}
 
     def validate_input(self, definition):
         self.settings(definition.parameters)

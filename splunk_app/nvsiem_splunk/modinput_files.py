@@ -156,9 +156,7 @@ class _Watcher:
             except asyncio.TimeoutError:
                 pass
         self._save()
-        counts = self.emitter.counts
-        self.log(EventWriter.INFO, "%s: stopped: %d records, %d dead letters, %d skipped"
-                 % (self.stanza, counts["records"], counts["dead_letters"], counts["skipped"]))
+        self.log(EventWriter.INFO, "%s: stopped: %s" % (self.stanza, self.emitter.summary()))
 
     async def _poll(self, stop: asyncio.Event) -> None:
         try:
