@@ -72,7 +72,17 @@ def config_map(name):
 
 
 def collector_env():
-    return config_map("nvsiem-collector")
+    """The collector's environment as Kubernetes builds it: the ConfigMap, then ``env`` over it."""
+    (collector,) = pod()["spec"]["containers"]
+    env = dict(config_map("nvsiem-collector"))
+    env.update({e["name"]: e.get("value", e.get("valueFrom")) for e in collector.get("env", ())})
+    return env
+
+
+def test_metrics_listen_on_the_pod_ip_from_the_downward_api():
+    env = collector_env()
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert urlsplit(env["NVSIEM_METRICS"]).netloc.startswith("$(POD_IP):")  # Kubernetes expands it
 
 
 def test_fluentd_is_a_native_sidecar_and_the_collector_waits_for_it():

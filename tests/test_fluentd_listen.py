@@ -4,10 +4,10 @@ import socket
 import threading
 import time
 
-from forward_server import EventTime, ForwardServer
-from listen_harness import CollectorProcess, frames, sample, send_tcp, seq_of, start_collector
-from loopback import free_port, wait_until
-from nvsamples import _typed, expected_records
+from helpers.forward_server import EventTime, ForwardServer
+from helpers.listen_harness import CollectorProcess, frames, sample, send_tcp, seq_of, start_collector
+from helpers.loopback import free_port, wait_until
+from helpers.nvsamples import _typed, expected_records
 
 
 def test_listen_delivers_typed_tagged_records_to_fluentd_across_a_fluentd_restart(tmp_path):

@@ -16,11 +16,11 @@ import pytest
 import trustme
 from fluent.sender import FluentSender
 
-from forward_server import EventTime, ForwardServer
-from loopback import free_port
-from nvsamples import EXPECTED_DIR, _typed, expected_records
+from helpers.forward_server import EventTime, ForwardServer
+from helpers.loopback import free_port
+from helpers.nvsamples import EXPECTED_DIR, _typed, expected_records
 from nvsiem.sinks import open_sink
-from nvsiem.sinks.base import SinkError
+from nvsiem.sinks.api import SinkError
 from nvsiem_fluentd.config import ConfigError
 from nvsiem_fluentd import sink as sink_module
 from nvsiem_fluentd.sink import FluentdSink
@@ -340,25 +340,52 @@ def test_server_that_denies_keepalive_gets_one_message_per_connection():
         assert sorted(e.record["n"] for e in srv.events) == [0, 0, 1, 2, 3] and srv.acks_sent == 4
 
 
-def test_an_ack_that_is_not_a_string_is_ignored_not_a_crash():
+def _odd_ack_peer(then_real_ack: bool):
+    """A peer that answers each message with a malformed ack first, then (or not) the right one."""
     listener = socket.create_server(("127.0.0.1", 0))
+    received = []
 
     def peer():
-        conn, _ = listener.accept()
-        unpacker = msgpack.Unpacker(raw=False)
-        while True:
-            unpacker.feed(conn.recv(65536))
-            for message in unpacker:
-                conn.sendall(msgpack.packb({"ack": ["odd"]}) + msgpack.packb({"ack": message[2]["chunk"]}))
-                conn.close()
-                return
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                unpacker = msgpack.Unpacker(raw=False)
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    unpacker.feed(data)
+                    for message in unpacker:
+                        received.append(message)
+                        conn.sendall(msgpack.packb({"ack": ["odd"]}))
+                        if not then_real_ack:
+                            return
+                        conn.sendall(msgpack.packb({"ack": message[2]["chunk"]}))
 
-    threading.Thread(target=peer, daemon=True).start()
-    try:
-        FluentdSink(f"fluentd://127.0.0.1:{listener.getsockname()[1]}?ack_timeout=5").send(
-            as_json([{"notification": "event"}]))
-    finally:
-        listener.close()
+    thread = threading.Thread(target=peer, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], received, thread
+
+
+def test_an_ack_that_is_not_a_string_is_ignored_not_a_crash():
+    port, received, thread = _odd_ack_peer(then_real_ack=True)
+    sink = FluentdSink(f"fluentd://127.0.0.1:{port}?ack_timeout=5")
+    sink.send(as_json([{"notification": "event", "n": 7}]))  # confirmed by the real ack that follows
+    sink.close()
+    thread.join(5)
+    assert len(received) == 1  # sent once: the odd ack neither confirmed nor failed the batch
+    (_, entries, option) = received[0][:3]
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(entries)  # PackedForward: the entries are one msgpack stream of [time, record]
+    assert isinstance(option["chunk"], str) and [record["n"] for _, record in unpacker] == [7]
+
+
+def test_only_a_malformed_ack_leaves_the_batch_unconfirmed():
+    port, received, thread = _odd_ack_peer(then_real_ack=False)
+    with pytest.raises(SinkError) as err:
+        FluentdSink(f"fluentd://127.0.0.1:{port}?ack_timeout=2").send(as_json([{"notification": "event"}]))
+    thread.join(5)
+    assert len(received) == 1 and "not acknowledged" in str(err.value)
 
 
 def test_server_with_security_but_no_key_here_is_a_clear_permanent_error():

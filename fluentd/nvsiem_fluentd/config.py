@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 from urllib.parse import parse_qsl, urlsplit
 
-from nvsiem.config import parse_bool, parse_size
-from nvsiem.sinks import resolve_secrets
+from nvsiem.sinks.api import parse_bool, parse_size, resolve_secrets
 
 DEFAULT_PORT = 24224
 _SCHEMES = ("fluentd", "fluentd+tls", "fluentd+unix")

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import msgpack
 
-from nvsiem.sinks.base import Sink, SinkError
+from nvsiem.sinks.api import Sink, SinkError
 
 from .config import ConfigError, ForwardSettings, Server, parse_url
 from .connection import DeliveryError, ForwardConnection
@@ -30,7 +30,6 @@ except ImportError:  # the parser package without its JSON helpers
 
 
 class FluentdSink(Sink):
-    schemes = ("fluentd", "fluentd+tls", "fluentd+unix")
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
