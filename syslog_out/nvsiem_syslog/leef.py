@@ -1,0 +1,68 @@
+"""A record as QRadar LEEF 2.0: ``LEEF:2.0|NeuVector|product|version|EventID|x09|attributes``.
+
+Attributes are ``key=value`` separated by tabs (the ``x09`` delimiter field
+of the 2.0 header). LEEF has no escape for a tab or a line break inside a
+value, so this sink writes them as ``\\t``, ``\\n``, ``\\r`` and a backslash
+as ``\\\\``: a value reads back exactly by undoing those four. Header fields
+are escaped as CEF's are (``\\|``, ``\\\\``). ``sev`` is the CEF severity
+(1-10: Debug counts as 1), ``devTime`` the event time with its
+``devTimeFormat``.
+"""
+import time
+from typing import Optional, Tuple
+
+from nvparser import event_time
+
+from . import mapping
+from .cef import escape_header
+from .memo import Memo
+from .pairs import PairEncoder
+
+ATTRIBUTE_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+#: Java SimpleDateFormat, as QRadar reads devTime: 2025-03-14T11:15:20.000+0000.
+DEV_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"
+
+
+def dev_time(seconds: float) -> str:
+    whole = int(seconds // 1)
+    return "%s.%03d+0000" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)), int((seconds - whole) * 1000))
+
+
+def key_for(notification: str, field: str, value_type: type) -> Optional[Tuple[str, str, object]]:
+    """(LEEF key, "", converter) for a field whose value has ``value_type``; None: not an attribute."""
+    where = mapping.target(notification, field)
+    if where is None or where.leef.startswith("^"):
+        return None
+    key = where.leef
+    if key == "-" or (key in mapping.LEEF_INTEGER_KEYS and value_type is not int):
+        return mapping.leef_custom_key(field), "", None
+    return key, "", dev_time if key == "devTime" else mapping.protocol_name if key == "proto" else None
+
+
+class LeefBody:
+    def __init__(self, product: str, version: str) -> None:
+        self._prefix = "LEEF:2.0|%s|%s|%s|" % (escape_header(mapping.VENDOR), escape_header(product),
+                                               escape_header(version))
+        self._attributes = PairEncoder(key_for, "\t", ATTRIBUTE_ESCAPES)
+        self._headers = Memo(self._header)
+
+    def body(self, record: dict, plain: bool = False) -> str:
+        header, severity = self._headers.get_for(mapping.header_key(record))
+        attributes = [severity] if severity else []
+        if type(record.get("reported_timestamp")) is int:  # then devTime is among the attributes
+            attributes.append("devTimeFormat=" + DEV_TIME_FORMAT)
+        else:
+            moment = event_time(record)
+            if moment is not None:
+                attributes += ["devTime=" + dev_time(moment), "devTimeFormat=" + DEV_TIME_FORMAT]
+        text = self._attributes.encode(record, plain)
+        if text:
+            attributes.append(text)
+        return header + "\t".join(attributes)
+
+    def _header(self, notification, name, threat_id, level) -> Tuple[str, str]:
+        """(the header, ``sev=N`` or ""), for the values of ``mapping.header_key``."""
+        record = {"notification": notification, "name": name, "threat_id": threat_id, "level": level}
+        severity = mapping.CEF_SEVERITY.get(mapping.level_of(record))
+        return ("%s%s|x09|" % (self._prefix, escape_header(mapping.signature_of(record))),
+                "" if severity is None else "sev=%d" % max(1, severity))
