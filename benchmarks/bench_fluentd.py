@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_fluentd.py [--records 100000] [--rounds 3]
 
-The receiver is tests/forward_server.py in its own process, discarding: it
+The receiver is tests/helpers/forward_server.py in its own process, discarding: it
 unpacks each message and acks its chunk but, like Fluentd's in_forward,
 never decodes the packed entries. Both senders start from the same compact
 JSON records (about 1 KB each, as the spool holds them) and decode them.
@@ -24,12 +24,10 @@ import subprocess
 import sys
 import time
 
+from fluent.sender import EventTime, FluentSender
+from nvsiem_fluentd.sink import FluentdSink, _loads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(ROOT, p) for p in ("parser", "fluentd", ".")]
-
-from fluent.sender import EventTime, FluentSender  # noqa: E402
-
-from nvsiem_fluentd.sink import FluentdSink, _loads  # noqa: E402
 
 try:
     from orjson import dumps as _dumps
@@ -68,7 +66,7 @@ def make_records(n: int) -> list:
 
 
 def start_receiver():
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "forward_server.py")],
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "helpers", "forward_server.py")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().split()
     if line[:1] != ["LISTENING"]:

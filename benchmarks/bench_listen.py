@@ -38,10 +38,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "parser"), str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(REPO / "tests"))
 
-from listen_harness import frames  # noqa: E402
-from loopback import free_port, wait_until  # noqa: E402
+from helpers.listen_harness import frames  # noqa: E402
+from helpers.loopback import free_port, wait_until  # noqa: E402
 from nvparser import Parser  # noqa: E402
 
 CPUS = sorted(os.sched_getaffinity(0))
@@ -61,10 +61,6 @@ with open(sys.argv[2], "wb", buffering=0) as out:
         rest = lines.pop()
         out.write(data)
 """
-
-
-def env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "parser"), str(REPO)]))
 
 
 def send(port: int, data: bytes) -> float:
@@ -112,7 +108,7 @@ class Listen:
             PIN + [sys.executable, "-m", "nvsiem", "listen", "--listen", listen, "--to", to,
                    "--spool", str(work / "spool"), "--metrics", "tcp://127.0.0.1:%d" % self.metrics,
                    "--log-level", "warning", "--retry-max", "0.5"],
-            env=env(), cwd=work)
+            cwd=work)
         wait_until(lambda: self.get("/healthz"), 30, "the collector")
 
     def get(self, path):

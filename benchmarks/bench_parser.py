@@ -15,7 +15,9 @@ Each round measures, on the same file and pinned to one core:
   (``nvparser._speedups``, optional), as the Splunk app runs it;
 * ``text mode, RFC 3164 headers``: 64 KiB feeds of the same records as a
   relay (rsyslog) forwards them;
-* ``text mode + json_dumps``: records serialised too, as a sink would.
+* ``text mode + json_dumps``: records serialised too, as a sink would;
+* ``nvsiem parse``: the whole command as a user runs it (start-up, 64 KiB
+  reads, every record written as a JSON line), text and JSON mode.
 
 Rows print records/s and the cost relative to the floor of the same round
 (medians over rounds). A final check replays a 200 MB ``nc -o`` capture
@@ -36,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import corpus  # noqa: E402
 from nvparser import Parser, _codec, _fast, json_dumps  # noqa: E402
-from twins import python_twins  # noqa: E402
+from helpers.twins import python_twins  # noqa: E402
 
 CHUNK = 1 << 20
 
@@ -83,6 +85,14 @@ def pure_python(path: Path) -> float:
         return parse(path, chunk_size=1 << 16)
 
 
+def cli(path: Path) -> float:
+    """The whole ``nvsiem parse`` process, start-up included, writing every record as a JSON line."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nvsiem", "parse", str(path), "--out", os.devnull, "--quiet"],
+                   cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
 def replay_capture(work: Path, megabytes: int) -> None:
     """``nvsiem replay`` of a capture of ``megabytes`` MB: the time, and its peak memory."""
     dump = (REPO / "examples" / "syslog-dump.hex").read_bytes()
@@ -118,7 +128,8 @@ def main() -> int:
             "text mode, 64 KiB feeds, pure Python": [], "text mode, RFC 3164 headers, 64 KiB feeds": [],
             "JSON mode": [],
             "JSON mode, 64 KiB feeds": [],
-            "JSON mode, 64 KiB feeds, stdlib json": [], "text mode + json_dumps": []}
+            "JSON mode, 64 KiB feeds, stdlib json": [], "text mode + json_dumps": [],
+            "nvsiem parse (the whole CLI), text mode": [], "nvsiem parse (the whole CLI), JSON mode": []}
     ratios = {k: [] for k in rows}
     for _ in range(args.rounds):
         base = floor(text)
@@ -132,6 +143,8 @@ def main() -> int:
             "JSON mode, 64 KiB feeds": parse(js, chunk_size=1 << 16),
             "JSON mode, 64 KiB feeds, stdlib json": stdlib_json(js),
             "text mode + json_dumps": parse(text, serialise=True),
+            "nvsiem parse (the whole CLI), text mode": cli(text),
+            "nvsiem parse (the whole CLI), JSON mode": cli(js),
         }
         for name, seconds in timings.items():
             rows[name].append(args.records / seconds)

@@ -34,13 +34,13 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / p) for p in ("tests", "parser", "splunk_app", ".")]
+sys.path.insert(0, str(ROOT / "tests"))
 
-from loopback import free_port  # noqa: E402
+from helpers.loopback import free_port  # noqa: E402
 from nvparser import json_dumps  # noqa: E402
-from nvsamples import expected_records, load_samples  # noqa: E402
-from nvsiem_splunk.hec import HecSink  # noqa: E402
-from splunkd_harness import PYTHONS, RunningInput, build_app  # noqa: E402
+from helpers.nvsamples import expected_records, load_samples  # noqa: E402
+from nvsiem_splunk_hec.sink import HecSink  # noqa: E402
+from helpers.splunkd_harness import PYTHONS, RunningInput, build_app  # noqa: E402
 
 CPUS = sorted(os.sched_getaffinity(0))
 CPU, PEER_CPU = CPUS[-1], CPUS[0]
@@ -63,7 +63,7 @@ while lines < left:
 SERVER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from hec_server import HecServer
+from helpers.hec_server import HecServer
 hec = HecServer(tokens={"bench": {"ack": True}, "floor": {"ack": False}}, port=int(sys.argv[2])).start()
 hec.ack_delay = float(sys.argv[3])
 print("ready", flush=True)

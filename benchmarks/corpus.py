@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "parser"), str(REPO / "tests")]
+sys.path.insert(0, str(REPO / "tests"))
 
-import goformat  # noqa: E402
+from helpers import goformat  # noqa: E402
 from nvparser import parse_frame, schema  # noqa: E402
-from nvsamples import load_samples  # noqa: E402
+from helpers.nvsamples import load_samples  # noqa: E402
 
 
 def templates():
