@@ -7,11 +7,12 @@ STAMP   := $(VENV)/.installed
 SPLUNK_SDK_WHEEL := .cache/wheels/splunk_sdk-3.0.1-py3-none-any.whl
 
 PARSER_TESTS := tests/test_framing.py tests/test_text.py tests/test_decode.py tests/test_fuzz.py \
-                tests/test_samples.py tests/test_text_json_equivalence.py tests/test_webhook.py tests/test_hexdump.py
+                tests/test_samples.py tests/test_text_json_equivalence.py tests/test_webhook.py tests/test_hexdump.py tests/test_senders.py \
+                tests/test_gotypes.py
 # Splunk 9 runs Python 3.9 and Splunk 10 Python 3.13: the parser core is tested
 # on both as the Splunk app runs it (standard library only: its json path, no
 # C accelerator), then the fast path again with the accelerator built.
-SPEEDUPS_TESTS := tests/test_speedups.py tests/test_decode.py tests/test_text.py
+SPEEDUPS_TESTS := tests/test_speedups.py tests/test_decode.py tests/test_text.py tests/test_gotypes.py
 PYENV_ROOT ?= $(HOME)/.pyenv
 PARSER_PYTHONS ?= $(lastword $(wildcard $(PYENV_ROOT)/versions/3.9.*/bin/python3)) $(lastword $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin/python3))
 
@@ -21,11 +22,11 @@ PARSER_PYTHONS ?= $(lastword $(wildcard $(PYENV_ROOT)/versions/3.9.*/bin/python3
 $(STAMP): setup.cfg setup.py pyproject.toml parser/nvparser/_speedups.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[fast,test]'
+	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
 # The system packages the tests use (real peers: nc.traditional, openssl,
-# logger; libmagic for AppInspect; gcc for the C accelerator).
+# logger, rsyslogd; libmagic for AppInspect; gcc for the C accelerator).
 system-deps:
 	@PY=$(PY) .ci/system-deps
 
@@ -45,10 +46,10 @@ test-parser-pythons:
 	  so=parser/nvparser/_speedups$$($$py -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'); \
 	  rm -f $$so; \
 	  echo "parser tests on Python $$v, pure Python (as the Splunk app runs them)"; \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(PARSER_TESTS) || exit 1; \
+	  PYTHONPATH=parser $$venv/bin/python -m pytest -q -p no:cacheprovider $(PARSER_TESTS) || exit 1; \
 	  echo "parser tests on Python $$v, with the C accelerator"; \
 	  $$venv/bin/python setup.py -q build_ext --inplace --build-temp .cache/build-$$v >/dev/null 2>&1; \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(SPEEDUPS_TESTS); status=$$?; \
+	  PYTHONPATH=parser $$venv/bin/python -m pytest -q -p no:cacheprovider $(SPEEDUPS_TESTS); status=$$?; \
 	  rm -f $$so; [ $$status = 0 ] || exit 1; \
 	done
 

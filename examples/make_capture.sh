@@ -10,12 +10,12 @@
 # neuvector-samples.txt, in file order. Each send waits until nc has logged
 # it, so every frame is one read() of nc's, on any machine.
 #
-# Usage: examples/make_capture.sh [path/to/neuvector-samples.txt]
+# Usage: examples/make_capture.sh [path/to/neuvector-samples.txt (default: the test fixture)]
 # Needs: nc.traditional (apt-get install netcat-traditional), the project
 # venv (make test sets it up) for pytest, which the nc helpers import.
 set -eu
 cd "$(dirname "$0")/.."
-samples=${1:-${NV_REFERENCE_DIR:-../shared/reference}/neuvector-samples.txt}
+samples=${1:-tests/fixtures/neuvector-samples.txt}
 python=${PY:-.venv/bin/python}
 command -v nc.traditional >/dev/null || { echo "needs nc.traditional (apt-get install netcat-traditional)" >&2; exit 1; }
 [ -r "$samples" ] || { echo "cannot read $samples" >&2; exit 1; }
@@ -24,8 +24,8 @@ PYTHONPATH=tests "$python" - "$samples" <<'EOF'
 import sys
 from pathlib import Path
 
-from nc_capture import nc_capture, syslog_frames
-from nvsamples import load_samples
+from helpers.nc_capture import nc_capture, syslog_frames
+from helpers.nvsamples import load_samples
 
 frames = syslog_frames(load_samples(Path(sys.argv[1])))
 nc_capture("examples/syslog-dump.hex", frames)
