@@ -17,3 +17,12 @@ def controlled(monkeypatch):
         sink.set_mode("ok")
     for c in made:
         c.stop()
+
+
+@pytest.fixture
+def peers():
+    """Peers a test starts (daemons, collector processes) go in this list and are stopped afterwards, passed or failed."""
+    started = []
+    yield started
+    for peer in reversed(started):
+        peer.stop()

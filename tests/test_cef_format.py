@@ -7,6 +7,7 @@ read as. The package's table (``nvsiem_syslog.mapping``) is held to
 ``nvparser.schema``: every field of every notification type has exactly
 one place, so none is dropped silently.
 """
+import json
 import re
 from pathlib import Path
 
@@ -187,3 +188,16 @@ def test_the_header_carries_the_event_time_and_the_controller():
         header = parse_rfc5424(message(record))
         assert header.hostname == record["syslog"]["hostname"]
         assert (header.app_name, header.procid, header.msgid) == ("neuvector", "-", record["notification"])
+
+
+@pytest.mark.parametrize("item, error", [(b"not json \xff", "not valid JSON: "), (b"[1, 2]", "not a JSON object")])
+def test_a_spooled_item_that_is_no_record_is_sent_as_an_unparsed_one(item, error):
+    for body in FORMATS:
+        text = MessageWriter(parse_url("syslog+tcp://siem:514?format=" + body))(item).decode("utf-8")
+        assert parse_rfc5424(text).msgid == "unparsed"
+        shown = item.decode("utf-8", "replace")
+        if body == "json":
+            sent = json.loads(text[text.index("{"):])
+            assert sent["message"] == shown and sent["error"].startswith(error)
+        else:
+            assert shown.replace("\\", "\\\\") in text and error.rstrip(": ") in text

@@ -32,15 +32,6 @@ def fluentd_command():
     return require_fluentd()
 
 
-@pytest.fixture
-def peers():
-    """Everything a test starts goes in this list and is stopped afterwards, passed or failed."""
-    started = []
-    yield started
-    for peer in reversed(started):
-        peer.stop()
-
-
 def collector(tmp_path: Path, peers: list, to: str) -> CollectorProcess:
     proc = CollectorProcess(tmp_path / "collector", ["tcp://127.0.0.1:%d" % free_port()], [to])
     proc.workdir.mkdir(parents=True, exist_ok=True)

@@ -55,15 +55,6 @@ def rsyslogd_command():
     return require_rsyslogd()
 
 
-@pytest.fixture
-def peers():
-    """Everything a test starts goes in this list and is stopped afterwards, passed or failed."""
-    started = []
-    yield started
-    for peer in reversed(started):
-        peer.stop()
-
-
 def relayed(line: bytes, template: str) -> dict:
     """The record of ``line`` as it must arrive through ``template``: nvparser's, less what the template drops."""
     record = parsed(line)

@@ -55,15 +55,6 @@ def rsyslogd_command():
     return require_rsyslogd()
 
 
-@pytest.fixture
-def peers():
-    """Everything a test starts goes in this list and is stopped afterwards, passed or failed."""
-    started = []
-    yield started
-    for peer in reversed(started):
-        peer.stop()
-
-
 @pytest.fixture(scope="module")
 def ca():
     require_tls_driver()

@@ -14,19 +14,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import msgpack
 
-from nvsiem.sinks.api import Sink, SinkError
+from nvsiem.sinks.api import Sink, SinkError, decode_record, tls_client_context, unparsed_record
 
 from .config import ConfigError, ForwardSettings, Server, parse_url
 from .connection import DeliveryError, ForwardConnection
 from .forward import HandshakeRejected, event_time, packed_forward, tag_for
-
-try:
-    from nvparser import json_loads as _loads
-except ImportError:  # the parser package without its JSON helpers
-    try:
-        from orjson import loads as _loads
-    except ImportError:
-        from json import loads as _loads
 
 
 class FluentdSink(Sink):
@@ -68,11 +60,11 @@ class FluentdSink(Sink):
         open_groups: Dict[str, Tuple[List[bytes], List[int]]] = {}
         finished: List[Tuple[str, List[bytes]]] = []
         for item in batch:
-            record = _decode(item)
+            record = decode_record(item)
             try:
                 entry = pack([event_time(record), record])
             except (OverflowError, ValueError, TypeError) as e:  # e.g. an integer beyond 64 bits
-                record = _unparsed(item, f"not representable in msgpack: {e}")
+                record = unparsed_record(item, f"not representable in msgpack: {e}")
                 entry = pack([event_time(record), record])
             tag = tag_for(prefix, record.get("notification"))
             entries, size = open_groups.setdefault(tag, ([], [0]))
@@ -102,30 +94,11 @@ class FluentdSink(Sink):
             connection.deliver(messages)
 
 
-def _decode(item: bytes) -> dict:
-    try:
-        record = _loads(item)
-    except ValueError as e:
-        return _unparsed(item, f"not valid JSON: {e}")
-    return record if isinstance(record, dict) else _unparsed(item, "not a JSON object")
-
-
-def _unparsed(item: bytes, error: str) -> dict:
-    # Not ours to judge: forward the spooled bytes visibly rather than block the spool on them.
-    return {"notification": "unparsed", "message": bytes(item).decode("utf-8", "replace"), "error": error}
-
-
 def _ssl_context(settings: ForwardSettings) -> ssl.SSLContext:
     try:
-        context = ssl.create_default_context(cafile=settings.ca)
-        if not settings.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if settings.cert:
-            context.load_cert_chain(settings.cert, settings.key)
-    except (OSError, ssl.SSLError) as e:
-        raise ConfigError(f"fluentd+tls: cannot load certificates: {e}") from None
-    return context
+        return tls_client_context(settings.ca, settings.cert, settings.key, settings.verify)
+    except ValueError as e:
+        raise ConfigError(f"fluentd+tls: {e}") from None
 
 
 def _as_sink_error(failures: List[Tuple[Server, Exception]]) -> SinkError:

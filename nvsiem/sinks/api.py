@@ -10,11 +10,15 @@ JSON (one record per item, no trailing newline): the file sink writes them
 as they are, network sinks decode what they need.
 """
 import abc
-from typing import Sequence
+import ssl
+from typing import Optional, Sequence
+
+from nvparser import json_loads
 
 from ..options import parse_bool, parse_size, redact_url, resolve_secrets
 
-__all__ = ["Sink", "SinkError", "parse_bool", "parse_size", "redact_url", "resolve_secrets"]
+__all__ = ["Sink", "SinkError", "decode_record", "parse_bool", "parse_size", "redact_url", "resolve_secrets",
+           "tls_client_context", "unparsed_record"]
 
 
 class SinkError(Exception):
@@ -79,3 +83,42 @@ class Sink(abc.ABC):
     def describe(self) -> str:
         """The URL with secrets removed, for logs and metrics labels."""
         return redact_url(self.url)
+
+
+def decode_record(item: bytes) -> dict:
+    """The record a spooled item holds; one that is not a JSON object becomes an ``unparsed`` record.
+
+    Not the sink's to judge: forwarding the bytes visibly, with the reason,
+    keeps the spool moving and loses nothing.
+    """
+    try:
+        record = json_loads(item)
+    except ValueError as exc:
+        error = "not valid JSON: %s" % exc
+    else:
+        if isinstance(record, dict):
+            return record
+        error = "not a JSON object"
+    return unparsed_record(item, error)
+
+
+def unparsed_record(item: bytes, error: str) -> dict:
+    """A spooled item a sink cannot send as it is, as a record it can: the bytes shown, and why."""
+    return {"notification": "unparsed", "message": bytes(item).decode("utf-8", "replace"), "error": error}
+
+
+def tls_client_context(ca: Optional[str], cert: Optional[str], key: Optional[str], verify: bool) -> ssl.SSLContext:
+    """A client context: the system's CAs or ``ca``, a client certificate if given; ``verify=False`` checks nothing.
+
+    Raises ``ValueError`` naming the option whose files cannot be loaded.
+    """
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError("cannot load %s: %s" % ("cert=/key=" if cert else "ca=", exc)) from None
+    return context

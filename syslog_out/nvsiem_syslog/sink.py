@@ -27,9 +27,9 @@ import time
 from collections import deque
 from typing import Deque, List, Optional, Sequence
 
-from nvparser import json_dumps, json_loads
+from nvparser import json_dumps
 
-from nvsiem.sinks.api import Sink, SinkError
+from nvsiem.sinks.api import Sink, SinkError, decode_record, tls_client_context
 
 from .cef import CefBody
 from .config import Settings, parse_url
@@ -81,10 +81,8 @@ class MessageWriter:
             if settings.format in writers else None
 
     def __call__(self, item: bytes) -> bytes:
-        record = _decode(item)
-        if record is None:
-            record = {"notification": "unparsed", "message": bytes(item).decode("utf-8", "replace"),
-                      "error": "the spooled item is not a JSON object"}
+        record = decode_record(item)
+        if record.get("notification") == "unparsed":  # perhaps not JSON as spooled: written as decode_record made it
             item = json_dumps(record)
         header = self._header.header(record)
         if self._body is None:
@@ -242,28 +240,13 @@ def _peer_closed(sock: socket.socket, timeout: float) -> bool:
         sock.settimeout(timeout)
 
 
-def _decode(item: bytes) -> Optional[dict]:
-    try:
-        record = json_loads(item)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _ssl_context(settings: Settings) -> Optional[ssl.SSLContext]:
     if settings.transport != "tls":
         return None
     try:
-        context = ssl.create_default_context(cafile=settings.ca)
-        if not settings.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if settings.cert:
-            context.load_cert_chain(settings.cert, settings.key)
-    except (OSError, ssl.SSLError) as exc:
-        option = "cert=/key=" if settings.cert else "ca="
-        raise ValueError("syslog+tls://%s: cannot load %s: %s" % (settings.address, option, exc)) from None
-    return context
+        return tls_client_context(settings.ca, settings.cert, settings.key, settings.verify)
+    except ValueError as exc:
+        raise ValueError("syslog+tls://%s: %s" % (settings.address, exc)) from None
 
 
 def _explain(error: OSError) -> str:
