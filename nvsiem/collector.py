@@ -91,7 +91,7 @@ class Collector:
     # -- acceptance --------------------------------------------------------
 
     def accept(self, events: Iterable, source: str, timeout: Optional[float] = None, overflow: bool = False,
-               replayed: bool = False, taken: Optional[Counter] = None) -> bool:
+               replayed: bool = False, taken: Optional[Counter] = None, seen_in_reply: Optional[dict] = None) -> bool:
         """Spool ``events`` from ``source``; wait up to ``timeout`` for room (None: until there is room or we stop).
 
         False: some records were refused (spool full or failing); they are
@@ -101,12 +101,13 @@ class Collector:
         With ``timeout`` None a failing spool (a full disk) is waited for too,
         until we stop. ``overflow``: see ``Spool.append``. With de-duplication
         on, copies of events already spooled are dropped (``replayed``: the
-        events are a REST reply, see ``Dedup.admit``); ``taken`` counts the
+        events are a REST reply, see ``Dedup.admit``, and ``seen_in_reply``
+        the same dict for each piece of one reply); ``taken`` counts the
         records spooled, by notification type.
         """
         keys = None
         if self.dedup is not None:
-            events, keys = self._first_copies(events, source, replayed)
+            events, keys = self._first_copies(events, source, replayed, seen_in_reply)
         # The hot loop of the collector: kept to plain appends, counted in C afterwards.
         lines, kinds, others, notes = [], [], [], []
         line, kind, other = lines.append, kinds.append, others.append
@@ -156,11 +157,11 @@ class Collector:
             return False
         return True
 
-    def _first_copies(self, events: Iterable, source: str, replayed: bool):
+    def _first_copies(self, events: Iterable, source: str, replayed: bool, seen_in_reply: Optional[dict]):
         """(``events`` without copies of records already spooled, the keys of the records kept)."""
         events = list(events)
         records = [e for e in events if type(e) is Record]
-        keys = self.dedup.admit([r.data for r in records], replayed)
+        keys = self.dedup.admit([r.data for r in records], replayed, seen_in_reply)
         copies = {id(r) for r, key in zip(records, keys) if key is None}
         if not copies:
             return events, keys

@@ -27,7 +27,7 @@ spool directory, appended as records are spooled, so it survives a
 import hashlib
 import os
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
 from nvparser import json_dumps
@@ -69,8 +69,11 @@ def identity(record: dict) -> Tuple[str, tuple]:
             kind = "copies"
     else:
         fields = _EVENT_FIELDS
-    # An absent list and an empty one are the same (REST writes [] where syslog leaves the key out).
-    return kind, (notification,) + tuple(_normal(record.get(f)) for f in fields)
+    values = (notification, *map(record.get, fields))
+    if list in map(type, values):
+        # An absent list and an empty one are the same (REST writes [] where syslog leaves the key out).
+        values = tuple(map(_normal, values))
+    return kind, values
 
 
 def _audit_fields(name: str) -> Sequence[str]:
@@ -109,33 +112,38 @@ class Dedup:
         self._load()
         self._file = open(self.path, "ab", buffering=0)
 
-    def admit(self, records: Sequence[dict], replayed: bool) -> List[Optional[str]]:
+    def admit(self, records: Sequence[dict], replayed: bool, seen_in_reply: Optional[dict] = None
+              ) -> List[Optional[str]]:
         """For each record its key to ``commit`` once it is spooled, or None: a copy, to be dropped.
 
         ``replayed``: the records are a REST reply, which holds again what
         syslog already brought; otherwise they are pushed (syslog, webhooks),
-        where only a repeated ``id`` is a copy.
+        where only a repeated ``id`` is a copy. A reply admitted in pieces
+        passes the same ``seen_in_reply`` (a dict, empty at first) with each.
         """
         keys: List[Optional[str]] = []
-        in_reply: Counter = Counter()
+        in_reply = {} if seen_in_reply is None else seen_in_reply
+        seen = self._seen
         with self._lock:
             for record in records:
                 kind, fields = identity(record)
                 key = _digest(kind == "id", fields)  # a copy is keyed as its report
-                counts = self._seen.get(key) or [0, 0]
+                counts = seen.get(key)
+                if counts is None:
+                    counts = seen[key] = [0, 0]
+                else:
+                    seen.move_to_end(key)
                 pushed, replays = counts
                 if kind == "id":
                     take = not (pushed or replays)
                     counts[1 if replayed else 0] += take
                 elif replayed:  # the n-th in this reply: new beyond what either way brought
-                    in_reply[key] += 1
-                    take = in_reply[key] > max(pushed, replays)
-                    counts[1] = max(replays, in_reply[key])
+                    nth = in_reply[key] = in_reply.get(key, 0) + 1
+                    take = nth > max(pushed, replays)
+                    counts[1] = max(replays, nth)
                 else:  # pushed: new once more were pushed than replayed
                     counts[0] += 1
                     take = kind == "copies" or counts[0] > replays
-                self._seen[key] = counts
-                self._seen.move_to_end(key)
                 keys.append(key if take else None)
         return keys
 

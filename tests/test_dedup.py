@@ -41,6 +41,17 @@ def test_events_are_counted_not_set(tmp_path):
     assert taken(d.admit([EVENT, EVENT, EVENT], replayed=True)) == [False, False, False]  # the next poll
 
 
+def test_a_reply_admitted_in_pieces_is_counted_as_one_reply(tmp_path):
+    d = Dedup(str(tmp_path))
+    d.commit(d.admit([EVENT, EVENT], replayed=False))  # syslog brought two equal events
+    reply: dict = {}
+    # REST holds three, handed over one at a time: the first two are the two syslog brought.
+    pieces = [d.admit([EVENT], replayed=True, seen_in_reply=reply) for _ in range(3)]
+    assert [taken(p) for p in pieces] == [[False], [False], [True]]
+    # Without the reply's count each piece would look like the first of its reply: all three dropped.
+    assert taken(d.admit([EVENT], replayed=True)) == [False]
+
+
 def test_names_each_controller_looks_up_do_not_make_a_new_event(tmp_path):
     d = Dedup(str(tmp_path))
     d.commit(d.admit([EVENT], replayed=False))

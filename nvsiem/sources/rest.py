@@ -30,16 +30,20 @@ full ring whose oldest element is newer than what was held means events
 were lost upstream before anyone could read them: said once, with the time
 range, and counted.
 """
+import gc
 import gzip
 import hashlib
 import http.client
 import json
+import operator
 import os
 import socket
 import ssl
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
@@ -51,6 +55,8 @@ from .base import Source, log
 
 #: Elements per ring on the controller (``logCacheSize``).
 RING = 4096
+#: Elements turned into records and spooled at a time.
+_PIECE = 1000
 #: path -> (reply key -> notification type)
 LISTS = (
     ("/v1/log/event", {"events": "event"}),
@@ -78,29 +84,55 @@ def record_of(notification: str, element: dict) -> Record:
     them and without the threat packet, and parsed by nvparser like any
     JSON-mode body, so the types and notes are the syslog path's.
     """
-    empty_lists = _OMITTED_WHEN_EMPTY.get(notification, ())
-    keys = _struct_order(notification, tuple(k for k, v in element.items() if not (v == [] and k in empty_lists)))
-    data = {"notification": notification}
-    for key in keys:
-        data[key] = element[key]
-    return json_record(data)
+    plan = _PLANS.get((notification, *element)) or _plan(notification, tuple(element))
+    keys, values, maybe_empty, without = plan
+    if maybe_empty:
+        lists = maybe_empty(element)
+        if [] in lists:  # lists syslog would have left out: the plan for the keys that are left
+            empty = tuple(k for k, v in zip(maybe_empty.keys, lists) if v == [])
+            keys, values = without.get(empty) or _without(plan, empty)
+    return json_record(dict(zip(keys, (notification,) + values(element))))
 
 
-_ORDERED: Dict[tuple, tuple] = {}
-
-
-def _struct_order(notification: str, keys: tuple) -> tuple:
-    """``keys`` in the struct's order, REST-only ones left out (one sort per key set: replies repeat them)."""
-    found = _ORDERED.get((notification, keys))
-    if found is None:
-        order = _ORDER.get(notification, {})
-        drop = _REST_ONLY.get(notification, ())
-        found = tuple(sorted((k for k in keys if k not in drop),
-                             key=lambda k: order.get(k, len(order))))  # a newer NeuVector's keys last, as they came
-        if len(_ORDERED) > 4096:  # bounded: odd replies must not grow it
-            _ORDERED.clear()
-        _ORDERED[(notification, keys)] = found
+def _without(plan: tuple, empty: tuple) -> tuple:
+    keys = tuple(k for k in plan[0] if k not in empty)
+    plan[3][empty] = found = (keys, _Getter(keys[1:]))
     return found
+
+
+class _Getter:
+    """``operator.itemgetter`` that always returns a tuple, and says which keys it gets."""
+
+    def __init__(self, keys: tuple) -> None:
+        self.keys = keys
+        self._get = operator.itemgetter(*keys) if len(keys) > 1 else None
+
+    def __call__(self, element: dict) -> tuple:
+        if self._get is not None:
+            return self._get(element)
+        return tuple(element[k] for k in self.keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+
+#: (notification, REST keys...) -> (record keys, their values from an element, the lists that may be empty,
+#: {the lists that are: (record keys, their values)})
+_PLANS: Dict[tuple, tuple] = {}
+
+
+def _plan(notification: str, rest_keys: tuple) -> tuple:
+    """How the elements with these keys become records: one sort per key set (replies repeat them)."""
+    order = _ORDER.get(notification, {})
+    drop = _REST_ONLY.get(notification, ())
+    keys = tuple(sorted((k for k in rest_keys if k not in drop and k != "notification"),
+                        key=lambda k: order.get(k, len(order))))  # a newer NeuVector's keys last, as they came
+    empty_lists = _OMITTED_WHEN_EMPTY.get(notification, ())
+    plan = (("notification",) + keys, _Getter(keys), _Getter(tuple(k for k in keys if k in empty_lists)), {})
+    if len(_PLANS) > 4096:  # bounded: odd replies must not grow it
+        _PLANS.clear()
+    _PLANS[(notification, *rest_keys)] = plan
+    return plan
 
 
 class RestSource(Source):
@@ -195,9 +227,10 @@ class RestSource(Source):
             if all(t is not None for t in since):
                 query["f_since"] = str(int(min(since) - self.margin))
             queries.append((path, keys, query))
-        # One request at a time, as before; the next reply comes in while this one is spooled.
+        # One request at a time, as before; the controller makes the next reply while this one is
+        # decoded and spooled here (decoding it in the fetching thread would hold the next request back).
         with ThreadPoolExecutor(1, thread_name_prefix="rest-fetch") as fetcher:
-            replies = [fetcher.submit(self._request, "GET", path, query) for path, _, query in queries]
+            replies = [fetcher.submit(self._fetch, "GET", path, query) for path, _, query in queries]
             try:
                 return self._take(queries, replies, taken)
             finally:
@@ -206,34 +239,45 @@ class RestSource(Source):
 
     def _take(self, queries, replies, taken: Counter) -> Counter:
         for (path, keys, query), pending in zip(queries, replies):
-            reply = pending.result()
-            for key, kind in keys.items():
-                elements = reply.get(key) or []
-                self._check_ring(kind, elements, query.get("f_since"))
-                records, own = [], 0
-                for element in elements:
-                    event = record_of(kind, element)
-                    records.append(event)
-                    if type(event) is Record and self._own_session_event(event.data):
-                        own += 1
-                before = taken[kind]
-                if records and not self.collector.accept(records, self.label, timeout=None, replayed=True,
-                                                         taken=taken):
-                    return taken  # stopping, or the spool refused them: read again next time
-                backfilled = taken[kind] - before - own
-                if backfilled > 0:
-                    self.collector.metrics.rest_backfilled.labels(self.label, kind).inc(backfilled)
-                stamps = [e.get("reported_timestamp") for e in elements
-                          if isinstance(e.get("reported_timestamp"), int)]
-                if stamps:
-                    self.newest[kind] = max(stamps + [self.newest.get(kind, 0)])
-                elif kind not in self.newest:
-                    self.newest[kind] = 0  # read once: from now on only what is newer
+            payload = pending.result()
+            with _cyclic_gc_paused():
+                if not self._take_reply(keys, query, _decoded(payload), taken):
+                    return taken
             save_state(self.state_path, self.newest)
         if sum(taken.values()):
             log.info("%s: %d records the push sources had not delivered (%s)", self.label, sum(taken.values()),
                      ", ".join("%s %d" % kv for kv in sorted(taken.items())))
         return taken
+
+    def _take_reply(self, keys: dict, query: dict, reply: dict, taken: Counter) -> bool:
+        for key, kind in keys.items():
+            elements = reply.get(key) or []
+            self._check_ring(kind, elements, query.get("f_since"))
+            if not self._spool(kind, elements, taken):
+                return False  # stopping, or the spool refused them: read again next time
+            stamps = [e.get("reported_timestamp") for e in elements if isinstance(e.get("reported_timestamp"), int)]
+            if stamps:
+                self.newest[kind] = max(stamps + [self.newest.get(kind, 0)])
+            elif kind not in self.newest:
+                self.newest[kind] = 0  # read once: from now on only what is newer
+        return True
+
+    def _spool(self, kind: str, elements: List[dict], taken: Counter) -> bool:
+        """Hand one list's records to the collector, a piece at a time: what one piece makes stays in
+        the CPU's caches, where a whole ring's would not (an eighth faster). False: refused."""
+        seen_in_reply: dict = {}  # the list is one REST reply to the de-duplication, however many pieces
+        for start in range(0, len(elements), _PIECE):
+            records = [record_of(kind, element) for element in elements[start:start + _PIECE]]
+            own = sum(1 for r in records if type(r) is Record and self._own_session_event(r.data)) \
+                if self.username else 0
+            before = taken[kind]
+            if not self.collector.accept(records, self.label, timeout=None, replayed=True, taken=taken,
+                                         seen_in_reply=seen_in_reply):
+                return False
+            backfilled = taken[kind] - before - own
+            if backfilled > 0:
+                self.collector.metrics.rest_backfilled.labels(self.label, kind).inc(backfilled)
+        return True
 
     def _own_session_event(self, data: dict) -> bool:
         return bool(self.username) and data.get("user") == self.username and data.get("name") in _OWN_SESSION_EVENTS
@@ -252,8 +296,12 @@ class RestSource(Source):
 
     # -- HTTP ------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, query: Optional[dict] = None, body: Optional[dict] = None,
-                 retried: bool = False) -> dict:
+    def _request(self, method: str, path: str, query: Optional[dict] = None, body: Optional[dict] = None) -> dict:
+        return _decoded(self._fetch(method, path, query, body))
+
+    def _fetch(self, method: str, path: str, query: Optional[dict] = None, body: Optional[dict] = None,
+               retried: bool = False) -> bytes:
+        """The body of a 2xx answer (a 401 of an idled-out session is logged in again once)."""
         if self.username and self._token is None and path != "/v1/auth":
             self._login()
         headers = {"Accept-Encoding": "gzip", "Connection": "keep-alive"}
@@ -272,13 +320,13 @@ class RestSource(Source):
         if status == 401 and path != "/v1/auth":
             if self.username and not retried:
                 self._token = None  # idled out, expired or a peer's timer: one new session
-                return self._request(method, path, query, body, retried=True)
+                return self._fetch(method, path, query, body, retried=True)
             raise AuthError("the controller refused the %s (401)" % ("API key" if self.apikey else "session"))
         if status >= 500:
             raise _ServerError("%s %s answered %d" % (method, path, status))
         if status >= 300:
             raise ValueError("%s %s answered %d: %s" % (method, path, status, payload[:200]))
-        return json_loads(payload) if payload.strip() else {}
+        return payload
 
     def _login(self) -> None:
         status, payload = self._exchange("POST", "/v1/auth", json.dumps(
@@ -323,6 +371,36 @@ class RestSource(Source):
             self._connection = None
 
 
+_gc_pauses = 0
+_gc_pauses_lock = threading.Lock()
+
+
+@contextmanager
+def _cyclic_gc_paused():
+    """No cyclic garbage collection while a reply is decoded and spooled.
+
+    A reply is a tree of up to a million containers without a cycle: every
+    full collection meanwhile would walk it all again (a tenth of a
+    backfill's time). Reference counting frees it as usual; collections
+    resume after, in every thread (a count, as sources pause it at once).
+    """
+    global _gc_pauses
+    with _gc_pauses_lock:
+        _gc_pauses += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_pauses_lock:
+            _gc_pauses -= 1
+            if not _gc_pauses:
+                gc.enable()
+
+
+def _decoded(payload: bytes) -> dict:
+    return json_loads(payload) if payload.strip() else {}
+
+
 class _ServerError(Exception):
     """5xx: the controller, or a proxy in front of it, is unwell; retried with backoff."""
 
@@ -344,14 +422,12 @@ class _Connection(http.client.HTTPSConnection):
 
 
 def _client_tls(ca: Optional[str], label: str) -> ssl.SSLContext:
-    """TLS 1.3 (all the controller speaks), verified: against ``ca=`` or the system's CAs."""
-    context = ssl.create_default_context()
+    """TLS 1.3 (all the controller speaks), verified: against ``ca=`` alone, else the system's CAs."""
+    try:
+        context = ssl.create_default_context(cafile=ca)  # with ca=, that CA alone
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError("%s: cannot load ca=%s: %s" % (label, ca, getattr(exc, "strerror", None) or exc)) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    if ca:
-        try:
-            context.load_verify_locations(ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError("%s: cannot load ca=%s: %s" % (label, ca, getattr(exc, "strerror", None) or exc)) from None
     return context
 
 
