@@ -25,7 +25,8 @@ import sys
 import time
 
 from fluent.sender import EventTime, FluentSender
-from nvsiem_fluentd.sink import FluentdSink, _loads
+from nvsiem.sinks.api import decode_record
+from nvsiem_fluentd.sink import FluentdSink
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +86,7 @@ def timed(run, records: list):
 def run_floor(port: int, records: list) -> None:
     sender = FluentSender("neuvector", host="127.0.0.1", port=port, nanosecond_precision=True)
     for item in records:
-        record = _loads(item)
+        record = decode_record(item)
         if not sender.emit_with_time(record["notification"], EventTime(record["reported_timestamp"], 0), record):
             raise SystemExit(f"fluent-logger failed: {sender.last_error}")
     sender.close()
