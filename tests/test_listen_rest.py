@@ -153,6 +153,32 @@ def test_a_password_session_is_kept_and_renewed_only_on_401(tmp_path, ca):
             identity(parsed(line)) for line in lines)
 
 
+def test_a_token_that_dies_in_the_middle_of_a_poll_is_renewed_and_nothing_is_lost(tmp_path, ca):
+    lines = events(60)
+    with RestController(ca, users={"siem-reader": ("reader-pass", "reader")}) as controller:
+        lines = load(controller, lines)
+        controller.expire_tokens_after("/v1/log/activity")  # the second of the poll's four lists
+        auth = "username=siem-reader&password_file=%s" % secret(tmp_path, "pw", "reader-pass")
+        nv, out = started(tmp_path, controller, interval=60, auth=auth)
+        try:
+            lists = lambda: [p for m, p, _, a in controller.requests if p.startswith("/v1/log/")]  # noqa: E731
+            wait_until(lambda: len(lists()) >= 5, 60, "the first poll's lists and the one refused")
+            wait_until(lambda: len(records_in(out)) >= len(lines) + 1, 60, "the backfill")
+            assert nv.terminate() == 0
+        finally:
+            nv.stop()
+        assert controller.logins == 2  # the first, and one after the 401 in the middle of the poll
+        # The list refused with 401 is asked for again on the new session, then the poll goes on.
+        assert lists() == ["/v1/log/event", "/v1/log/activity", "/v1/log/security", "/v1/log/security",
+                           "/v1/log/audit"]
+        statuses = [a for m, p, _, a in controller.requests if p == "/v1/log/security"]
+        assert statuses == ["token", "token"]
+        own = [r for r in records_in(out) if r.get("user") == "siem-reader"]
+        assert [r["name"] for r in own] == ["User.Login"]  # the second login is newer than the reads
+        assert sorted(identity(r) for r in records_in(out) if r not in own) == sorted(
+            identity(parsed(line)) for line in lines)
+
+
 def test_an_unwell_controller_is_retried_with_backoff_and_said_once(tmp_path, ca):
     lines = events(40)
     with RestController(ca, apikeys={"siem": (APIKEY.split(":", 1)[1], "reader")}) as controller:

@@ -43,7 +43,7 @@ certificate from the test's CA for ``neuvector`` and ``127.0.0.1``):
 
 Elements are given to ``add()`` in their REST form (``rest_elements.py``
 makes it from a parsed syslog record). Fault injection: ``expire_tokens``,
-``fail_next``, ``slow``, ``restart``, ``down``/``up``. A test can pass
+``expire_tokens_after``, ``fail_next``, ``slow``, ``restart``, ``down``/``up``. A test can pass
 ``clock`` (wall seconds) to move time for idle-outs, hard life and lockout.
 
 Not modelled: namespaces (``role_domains``), password expiry and the forced
@@ -456,6 +456,7 @@ class RestController:
         self._failures: Dict[str, Tuple[int, float]] = {}   # user -> (failures in a row, blocked until)
         self._logins_of: Dict[str, int] = {}
         self._faults: List[list] = []                       # [status, remaining, path prefix]
+        self._expire_after: Optional[str] = None            # every token dies after this path's next answer
         self._delay = 0.0
         self._stopping = threading.Event()
         self._listener: Optional[_Listener] = None
@@ -562,6 +563,12 @@ class RestController:
         """The next ``count`` requests whose path starts with ``paths`` get ``status`` (a proxy's page)."""
         with self._lock:
             self._faults.append([status, count, paths])
+
+    def expire_tokens_after(self, path: str) -> None:
+        """``expire_tokens`` once the next request for ``path`` is answered: a token that dies in the
+        middle of a client's run of requests (an idle-out on a peer, an admin's logout of the user)."""
+        with self._lock:
+            self._expire_after = path
 
     def slow(self, seconds: float) -> None:
         """Hold every request this long before answering it (as behind the controller's auth lock)."""
@@ -828,7 +835,13 @@ class RestController:
         if name == "threat":
             return self._threat(parts.path[len("/v1/log/threat/"):], caller, accept)
         kind = parts.path[len("/v1/log/"):]
-        return self._list(SECURITY if kind == "security" else (kind,), pairs, caller, number, accept)
+        reply = self._list(SECURITY if kind == "security" else (kind,), pairs, caller, number, accept)
+        with self._lock:
+            expire, self._expire_after = self._expire_after == parts.path, (
+                None if self._expire_after == parts.path else self._expire_after)
+        if expire:
+            self.expire_tokens()
+        return reply
 
 
 # -- HTTP/1.1 over TLS, one thread per connection --------------------------------------------------
