@@ -42,3 +42,38 @@ def test_keys_a_newer_neuvector_adds_are_kept_after_the_known_ones():
     event = record_of("event", {"level": "Info", "name": "Container.Start", "reported_timestamp": 5,
                                 "zz_new_field": "x"})
     assert event.data["zz_new_field"] == "x" and list(event.data)[-1] == "zz_new_field"
+
+
+@pytest.fixture
+def collector(tmp_path):
+    import argparse
+
+    from nvsiem.collector import Collector
+    from nvsiem.config import resolve
+    return Collector(resolve(argparse.Namespace(spool=str(tmp_path / "spool")), environ={}))
+
+
+@pytest.mark.parametrize("query, error", [
+    ("", "give apikey_file=FILE (name:secret), or username=U and password_file=FILE"),
+    ("apikey=only-a-secret", "the API key must be name:secret"),
+    ("username=u", "username= needs password_file=FILE"),
+    ("apikey=a:b&username=u&password=p", "give apikey_file=FILE"),
+    ("apikey=a:b&allow=10.0.0.0/8", "allow= is for sources that are sent to"),
+    ("apikey=a:b&ca=/nonexistent/ca.pem", "cannot load ca=/nonexistent/ca.pem: No such file or directory"),
+])
+def test_a_wrong_url_is_refused_with_what_to_give(collector, query, error):
+    from nvsiem.sources import open_source
+    with pytest.raises(ValueError, match="neuvector\\+https://nv:10443.*" + error.replace("(", "\\(").replace(
+            ")", "\\)").replace("+", "\\+")):
+        open_source("neuvector+https://nv:10443?" + query, collector)
+
+
+def test_with_ca_that_ca_alone_is_trusted(collector, tmp_path):
+    import trustme
+
+    from nvsiem.sources import open_source
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    with_ca = open_source("neuvector+https://nv:10443?apikey=a:b&ca=%s" % ca_file, collector)
+    assert len(with_ca.tls.get_ca_certs()) == 1
+    assert with_ca.tls.minimum_version.name == "TLSv1_3"
