@@ -24,7 +24,7 @@ from helpers.cef_oracle import canonical, expected_message, parse_cef, parse_rfc
 from helpers.listen_harness import CollectorProcess, frames, send_tcp
 from helpers.loopback import free_port, wait_until
 from helpers.nvsamples import load_samples
-from helpers.rsyslog_peer import ReceiverTls, RsyslogReceiver, require_rsyslogd, require_tls_driver
+from helpers.rsyslog_peer import TLS_DRIVERS, ReceiverTls, RsyslogReceiver, require_rsyslogd, require_tls_driver
 from helpers.sample_stream import parsed, sample_lines
 from nvsiem.sinks import open_sink
 
@@ -132,8 +132,10 @@ def client_files(ca: trustme.CA, directory: Path):
     return cert, key
 
 
-def test_every_record_arrives_once_over_tls(tmp_path, peers, ca):
-    tls = tls_files(ca, tmp_path / "tls")
+@pytest.mark.parametrize("driver", sorted(TLS_DRIVERS))
+def test_every_record_arrives_once_over_tls(tmp_path, peers, ca, driver):
+    require_tls_driver(driver)
+    tls = tls_files(ca, tmp_path / "tls")._replace(driver=driver)
     rsyslog = receiver(tmp_path, peers, "tls", tls)
     received = deliver(tmp_path, peers, "syslog+tls://localhost:%d?ca=%s" % (rsyslog.port, tls.ca), rsyslog)
     assert_each_record_once(received, LINES, "cef")

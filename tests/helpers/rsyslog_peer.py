@@ -13,7 +13,8 @@ test sends is relayed.
 
 ``RsyslogReceiver`` is the same private daemon as a syslog receiver:
 ``imtcp`` (both framings), ``imudp``, or ``imtcp`` over TLS with the
-``ossl`` netstream driver (Debian's ``rsyslog-openssl``; ``anon``, or
+``ossl`` or ``gtls`` netstream driver (Debian's ``rsyslog-openssl``,
+``rsyslog-gnutls``; ``anon``, or
 ``x509/certvalid`` to require a client certificate). Each message it reads
 becomes one JSON object in ``received.jsonl``: the raw message as sent
 (``raw``) and what rsyslog's own RFC 5424 parser made of its header.
@@ -52,12 +53,17 @@ def require_rsyslogd() -> List[str]:
     pytest.skip(reason)
 
 
-def require_tls_driver() -> None:
-    """rsyslog's OpenSSL netstream driver (``lmnsd_ossl``), or skip (fail under ``NVSIEM_REQUIRE_RSYSLOG=1``)."""
+#: rsyslog's TLS netstream drivers and the Debian package of each.
+TLS_DRIVERS = {"ossl": "rsyslog-openssl", "gtls": "rsyslog-gnutls"}
+
+
+def require_tls_driver(driver: str = "ossl") -> None:
+    """rsyslog's ``driver`` netstream driver (``lmnsd_<driver>``), or skip (fail under ``NVSIEM_REQUIRE_RSYSLOG=1``)."""
     require_rsyslogd()
-    if glob.glob("/usr/lib/*/rsyslog/lmnsd_ossl.so") or glob.glob("/usr/lib*/rsyslog/lmnsd_ossl.so"):
+    module = "lmnsd_%s.so" % driver
+    if glob.glob("/usr/lib/*/rsyslog/" + module) or glob.glob("/usr/lib*/rsyslog/" + module):
         return
-    reason = "rsyslog has no TLS driver: apt-get install rsyslog-openssl (make system-deps)"
+    reason = "rsyslog has no %s TLS driver: apt-get install %s (make system-deps)" % (driver, TLS_DRIVERS[driver])
     if os.environ.get("NVSIEM_REQUIRE_RSYSLOG") == "1":
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
@@ -111,12 +117,13 @@ class Rsyslog(PeerDaemon):
 
 
 class ReceiverTls(NamedTuple):
-    """The receiver's CA, certificate and key (PEM files), and whether it requires a client certificate."""
+    """The receiver's CA, certificate and key (PEM files), whether it requires a client certificate, its driver."""
 
     ca: Path
     cert: Path
     key: Path
     client_certificates: bool = False
+    driver: str = "ossl"
 
 
 #: What the receiver writes per message: the raw message and rsyslog's reading of its RFC 5424 header.
@@ -148,7 +155,7 @@ def receiver_config(workdir: Path, port: int, out: Path, transport: str, tls: Op
         mode = ""
         if tls is not None:
             auth = "x509/certvalid" if tls.client_certificates else "anon"
-            mode = f' StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="{auth}"'
+            mode = f' StreamDriver.Name="{tls.driver}" StreamDriver.Mode="1" StreamDriver.AuthMode="{auth}"'
         module = f'module(load="imtcp"{mode})'
         listener = f'input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="receive" rateLimit.interval="0")'
     return f"""
