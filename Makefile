@@ -18,8 +18,8 @@ PARSER_PYTHONS ?= $(lastword $(wildcard $(PYENV_ROOT)/versions/3.9.*/bin/python3
 
 .PHONY: run test test-parser-pythons bench splunk-app system-deps clean
 
-# setup.py builds the parser's optional C accelerator in place.
-$(STAMP): setup.cfg setup.py pyproject.toml parser/nvparser/_speedups.c
+# setup.py builds the optional C accelerators (parser, syslog sink) in place.
+$(STAMP): setup.cfg setup.py pyproject.toml parser/nvparser/_speedups.c syslog_out/nvsiem_syslog/_speedups.c
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

@@ -13,7 +13,7 @@ from nvparser import event_time
 
 from . import mapping
 from .memo import Memo
-from .pairs import PairEncoder
+from .pairs import PairEncoder, to_milliseconds
 
 EXTENSION_ESCAPES = (("\\", "\\\\"), ("=", "\\="), ("\n", "\\n"), ("\r", "\\r"))
 HEADER_ESCAPES = (("\\", "\\\\"), ("|", "\\|"), ("\r\n", " "), ("\n", " "), ("\r", " "))
@@ -26,8 +26,6 @@ def escape_header(text: str) -> str:
     return text
 
 
-#: Seconds -> milliseconds, as a bound C method (see pairs._CONVERT).
-_ms = (1000).__mul__
 
 
 def key_for(notification: str, field: str, value_type: type) -> Optional[Tuple[str, str, object]]:
@@ -40,7 +38,7 @@ def key_for(notification: str, field: str, value_type: type) -> Optional[Tuple[s
                   or (key in mapping.CEF_FLOAT_KEYS and value_type not in (int, float)))
     if key == "-" or wrong_type:
         return mapping.cef_custom_key(field), "", None
-    convert = _ms if key == "rt" else mapping.protocol_name if key == "proto" else None
+    convert = to_milliseconds if key == "rt" else mapping.protocol_name if key == "proto" else None
     return key, field if mapping.is_slot(key) else "", convert
 
 
@@ -51,9 +49,16 @@ class CefBody:
         self._extension = PairEncoder(key_for, " ", EXTENSION_ESCAPES)
         self._headers = Memo(self._header)
 
+    @property
+    def encoder(self) -> PairEncoder:
+        return self._extension
+
     def body(self, record: dict, plain: bool = False) -> str:
         """``plain``: no value holds the control characters ``\\x00``-``\\x02`` (see ``pairs``)."""
-        extension = self._extension.encode(record, plain)
+        return self.finish(record, self._extension.encode(record, plain))
+
+    def finish(self, record: dict, extension: str) -> str:
+        """The body around the record's extension (the header fields and ``rt`` are the record's)."""
         if type(record.get("reported_timestamp")) is not int:
             # rt is the event's time; without NeuVector's own, the one nvparser.event_time finds.
             moment = event_time(record)

@@ -46,7 +46,15 @@ class LeefBody:
         self._attributes = PairEncoder(key_for, "\t", ATTRIBUTE_ESCAPES)
         self._headers = Memo(self._header)
 
+    @property
+    def encoder(self) -> PairEncoder:
+        return self._attributes
+
     def body(self, record: dict, plain: bool = False) -> str:
+        return self.finish(record, self._attributes.encode(record, plain))
+
+    def finish(self, record: dict, text: str) -> str:
+        """The body around the record's attributes (the header fields and ``devTime`` are the record's)."""
         header, severity = self._headers.get_for(mapping.header_key(record))
         attributes = [severity] if severity else []
         if type(record.get("reported_timestamp")) is int:  # then devTime is among the attributes
@@ -55,7 +63,6 @@ class LeefBody:
             moment = event_time(record)
             if moment is not None:
                 attributes += ["devTime=" + dev_time(moment), "devTimeFormat=" + DEV_TIME_FORMAT]
-        text = self._attributes.encode(record, plain)
         if text:
             attributes.append(text)
         return header + "\t".join(attributes)

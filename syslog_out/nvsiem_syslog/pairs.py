@@ -25,6 +25,9 @@ from nvparser import json_dumps
 KeyFor = Callable[[str, str, type], Optional[Tuple[str, str, Optional[Callable]]]]
 
 _EQ, _SEP, _LABEL_SEP = "\x00", "\x01", "\x02"
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+#: Seconds -> milliseconds (CEF's rt), as a bound C method (see _CONVERT).
+to_milliseconds = (1000).__mul__
 _MAX_PLANS = 4096
 _EMPTY = re.compile(r"(?:^|\x01)(?:[A-Za-z0-9_]+\x00[A-Za-z0-9_]+\x02)?[A-Za-z0-9_]+\x00(?=\x01|\Z)")
 
@@ -85,6 +88,21 @@ class PairEncoder:
 
     def encode(self, record: dict, plain: bool = False) -> str:
         """``plain``: the caller knows no value holds ``\\x00``, ``\\x01`` or ``\\x02`` (the fast path)."""
+        plan, values, form = self._form_for(record)
+        if form.converts:
+            values = list(values)
+            for position, convert in form.converts:
+                values[position] = convert(values[position])
+        if not plain:
+            return self._slowly(form, values)
+        text = form.template % tuple(values)
+        if "\x00\x01" in text or text.endswith("\x00"):
+            text = _EMPTY.sub("", text).lstrip(_SEP)
+        text = self._escape(text)
+        return text.replace(_EQ, "=").replace(_LABEL_SEP, self._separator).replace(_SEP, self._separator)
+
+    def _form_for(self, record: dict) -> Tuple[_Plan, tuple, Form]:
+        """The plan of the record's keys, its values in the pairs, and the form of their types."""
         notification = record.get("notification")
         plan_key = (notification, *record)
         plan = self._plans.get(plan_key)
@@ -97,17 +115,44 @@ class PairEncoder:
         form = plan.forms.get(types)
         if form is None:
             form = plan.forms[types] = self._form(notification, plan.fields, types)
-        if form.converts:
-            values = list(values)
-            for position, convert in form.converts:
-                values[position] = convert(values[position])
-        if not plain:
-            return self._slowly(form, values)
-        text = form.template % tuple(values)
-        if "\x00\x01" in text or text.endswith("\x00"):
-            text = _EMPTY.sub("", text).lstrip(_SEP)
-        text = self._escape(text)
-        return text.replace(_EQ, "=").replace(_LABEL_SEP, self._separator).replace(_SEP, self._separator)
+        return plan, values, form
+
+    def native_form(self, record: dict, actions) -> Optional[tuple]:
+        """The form ``_speedups.extension`` fills in for records with this one's keys and value types.
+
+        Per key of the record, in its order: None (not in the pairs, or
+        null: left out) or (action, the escaped ``key=`` with any label pair
+        before it, the converter to call). None for the whole record where
+        only this module writes the same text: keys or labels that are not
+        one word (the empty-pair rule above holds for words only), or a
+        conversion C does not know.
+        """
+        plan, _, form = self._form_for(record)
+        where = {field: i for i, field in enumerate(plan.fields)}
+        converts = dict(form.converts)
+        entries = []
+        for field, value in record.items():
+            i = where.get(field)
+            if i is None or value is None:
+                entries.append(None)
+                continue
+            key, label = form.keys[i]
+            if not _WORD.fullmatch(key) or (label and not _WORD.fullmatch(label)):
+                return None
+            prefix = ("%s%s=%s%s" % (key, self._label_suffix, label, self._separator) if label else "") + key + "="
+            convert, kind = converts.get(i), type(value)
+            if convert is None and kind in (str, int):
+                action = actions.STR if kind is str else actions.RAW  # %s prints them as JSON has them
+            elif (convert is _json and kind in (list, dict)) or (convert is _CONVERT[bool] and kind is bool):
+                action = actions.RAW  # the JSON text as the spool holds it; true, false
+            elif convert is to_milliseconds and kind is int:
+                action = actions.MS
+            elif kind in (str, int, float):
+                action = actions.CALL
+            else:
+                return None
+            entries.append((action, prefix.encode("ascii"), convert if action == actions.CALL else None))
+        return tuple(entries)
 
     def _escape(self, text: str) -> str:
         for char, replacement in self._escapes:

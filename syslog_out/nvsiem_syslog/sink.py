@@ -34,6 +34,7 @@ from nvsiem.sinks.api import Sink, SinkError, decode_record, tls_client_context
 from .cef import CefBody
 from .config import Settings, parse_url
 from .leef import LeefBody
+from .native import NativeMessages, native_built
 from .rfc5424 import HeaderWriter
 
 try:
@@ -77,10 +78,17 @@ class MessageWriter:
     def __init__(self, settings: Settings) -> None:
         self._header = HeaderWriter(settings.facility, settings.app_name)
         writers = {"cef": CefBody, "leef": LeefBody}
-        self._body = writers[settings.format](settings.product, settings.product_version).body \
+        body = writers[settings.format](settings.product, settings.product_version) \
             if settings.format in writers else None
+        self._body = body.body if body is not None else None
+        self._native = NativeMessages(self._header, body, settings.format == "leef") \
+            if body is not None and native_built() else None
 
     def __call__(self, item: bytes) -> bytes:
+        if self._native is not None:
+            message = self._native(item)
+            if message is not None:
+                return message
         record = decode_record(item)
         if record.get("notification") == "unparsed":  # perhaps not JSON as spooled: written as decode_record made it
             item = json_dumps(record)
