@@ -384,6 +384,8 @@ scan_value(const unsigned char *p, const unsigned char *end, const unsigned char
 static const char *const HEAD[] = {"notification", "name", "threat_id", "level", "reported_timestamp",
                                    "reported_at"};
 #define NHEAD 6
+/* Their lengths differ: the one of each length (-1: none). */
+static signed char HEAD_BY_LENGTH[32];
 #define MAX_MEMBERS 512
 
 typedef struct {
@@ -452,7 +454,7 @@ extension(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             goto decline;
         Member *m = &members[count++];
         m->key = ++p;
-        while (p < end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80)
+        while (p < end && !STOP_STRING[*p])
             p++;
         if (p >= end || *p != '"')
             goto decline; /* keys with escapes or non-ASCII: Python's */
@@ -466,9 +468,12 @@ extension(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             goto decline;
         m->value_end = p;
         /* key, a quote (no key here holds one), type: one signature per key and type sequence */
-        if (buf_put(&sig, (const char *)m->key, m->key_len) < 0 || buf_put(&sig, "\"", 1) < 0
-            || buf_put(&sig, &m->type, 1) < 0)
+        if (buf_grow(&sig, m->key_len + 2) < 0)
             goto error;
+        memcpy(sig.data + sig.len, m->key, m->key_len);
+        sig.data[sig.len + m->key_len] = '"';
+        sig.data[sig.len + m->key_len + 1] = m->type;
+        sig.len += m->key_len + 2;
     }
     if (p >= end || p + 1 != end)
         goto decline;
@@ -480,12 +485,11 @@ extension(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             head[NHEAD] = m;
             continue;
         }
-        for (int h = 0; h < NHEAD; h++) {
-            if ((Py_ssize_t)strlen(HEAD[h]) == m->key_len && memcmp(m->key, HEAD[h], m->key_len) == 0) {
-                if (m->type != 's' && m->type != 'i')
-                    goto decline;
-                head[h] = m;
-            }
+        int h = m->key_len < (Py_ssize_t)sizeof(HEAD_BY_LENGTH) ? HEAD_BY_LENGTH[m->key_len] : -1;
+        if (h >= 0 && memcmp(m->key, HEAD[h], m->key_len) == 0) {
+            if (m->type != 's' && m->type != 'i')
+                goto decline;
+            head[h] = m;
         }
     }
 
@@ -509,13 +513,18 @@ extension(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             if (entry == Py_None)
                 continue;
             const Member *m = &members[i];
-            long action = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
-            PyObject *prefix = PyTuple_GET_ITEM(entry, 1);
+            /* bytes: the action, then the prefix; for CALL a tuple of those bytes and the converter */
+            PyObject *prefix = PyTuple_Check(entry) ? PyTuple_GET_ITEM(entry, 0) : entry;
+            const char *spec = PyBytes_AS_STRING(prefix);
+            Py_ssize_t spec_len = PyBytes_GET_SIZE(prefix);
+            char action = spec[0];
             Py_ssize_t mark = out.len;
-            if (!first && buf_put(&out, &separator, 1) < 0)
+            if (buf_grow(&out, spec_len) < 0)
                 goto error;
-            if (buf_put(&out, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix)) < 0)
-                goto error;
+            if (!first)
+                out.data[out.len++] = separator;
+            memcpy(out.data + out.len, spec + 1, spec_len - 1);
+            out.len += spec_len - 1;
             Py_ssize_t value_at = out.len;
             if (action == STR) {
                 int r = emit_string(&out, m->value + 1, m->value_end - 1, leef);
@@ -539,7 +548,7 @@ extension(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
                     Py_DECREF(value);
                     goto decline;
                 }
-                PyObject *converted = PyObject_CallOneArg(PyTuple_GET_ITEM(entry, 2), value);
+                PyObject *converted = PyObject_CallOneArg(PyTuple_GET_ITEM(entry, 1), value);
                 Py_DECREF(value);
                 if (converted == NULL)
                     goto error;
@@ -644,6 +653,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_tables();
+    memset(HEAD_BY_LENGTH, -1, sizeof(HEAD_BY_LENGTH));
+    for (int h = 0; h < NHEAD; h++)
+        HEAD_BY_LENGTH[strlen(HEAD[h])] = (signed char)h;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

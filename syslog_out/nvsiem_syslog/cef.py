@@ -59,12 +59,18 @@ class CefBody:
 
     def finish(self, record: dict, extension: str) -> str:
         """The body around the record's extension (the header fields and ``rt`` are the record's)."""
+        prefix, joiner = self.around(record)
+        return prefix + joiner + extension if extension else prefix
+
+    def around(self, record: dict) -> Tuple[str, str]:
+        """(what comes before the extension, what joins it on when there is one)."""
+        header = self._headers.get_for(mapping.header_key(record))
         if type(record.get("reported_timestamp")) is not int:
             # rt is the event's time; without NeuVector's own, the one nvparser.event_time finds.
             moment = event_time(record)
             if moment is not None:
-                extension = "rt=%d" % (moment * 1000) + (" " + extension if extension else "")
-        return self._headers.get_for(mapping.header_key(record)) + extension
+                return header + "rt=%d" % (moment * 1000), " "
+        return header, ""
 
     def _header(self, notification, name, threat_id, level) -> str:
         """The seven header fields, for the values of ``mapping.header_key``."""

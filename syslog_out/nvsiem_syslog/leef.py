@@ -55,6 +55,11 @@ class LeefBody:
 
     def finish(self, record: dict, text: str) -> str:
         """The body around the record's attributes (the header fields and ``devTime`` are the record's)."""
+        prefix, joiner = self.around(record)
+        return prefix + joiner + text if text else prefix
+
+    def around(self, record: dict) -> Tuple[str, str]:
+        """(what comes before the record's attributes, what joins them on when there are any)."""
         header, severity = self._headers.get_for(mapping.header_key(record))
         attributes = [severity] if severity else []
         if type(record.get("reported_timestamp")) is int:  # then devTime is among the attributes
@@ -63,9 +68,7 @@ class LeefBody:
             moment = event_time(record)
             if moment is not None:
                 attributes += ["devTime=" + dev_time(moment), "devTimeFormat=" + DEV_TIME_FORMAT]
-        if text:
-            attributes.append(text)
-        return header + "\t".join(attributes)
+        return header + "\t".join(attributes), "\t" if attributes else ""
 
     def _header(self, notification, name, threat_id, level) -> Tuple[str, str]:
         """(the header, ``sev=N`` or ""), for the values of ``mapping.header_key``."""

@@ -16,7 +16,8 @@ from nvparser import json_loads
 
 from nvsiem.sinks.api import decode_record
 
-from .rfc5424 import HeaderWriter
+from .memo import Memo
+from .rfc5424 import HeaderWriter, timestamp
 
 try:
     from . import _speedups
@@ -35,24 +36,39 @@ class NativeMessages:
         self._leef = leef
         #: signature -> the form, or False: records with that signature go the Python way.
         self._forms: dict = {}
+        #: header fields -> the message's bytes before the timestamp, after it, and before the pairs.
+        self._parts = Memo(self._make_parts)
         self._syslog_json: Optional[bytes] = None
-        self._syslog: Optional[dict] = None
+        self._received: tuple = (None, None)
+        self._moment: Optional[int] = None
+        self._stamp = b""
 
     def __call__(self, item: bytes) -> Optional[bytes]:
-        found = _speedups.extension(bytes(item), self._forms, self._leef)
+        found = _speedups.extension(item, self._forms, self._leef)
         if found is None:
             return None
-        notification, name, threat_id, level, reported_timestamp, reported_at, syslog, text, signature = found
+        notification, name, threat_id, level, moment, _, syslog, text, signature = found
         if text is None:
             self._learn(item, signature)
             return None
-        if syslog is not None:
-            if syslog != self._syslog_json:  # the received header: the same for a burst of records
-                self._syslog_json, self._syslog = syslog, json_loads(syslog)
-            syslog = self._syslog
-        head = {"notification": notification, "name": name, "threat_id": threat_id, "level": level,
-                "reported_timestamp": reported_timestamp, "reported_at": reported_at, "syslog": syslog}
-        return (self._header.header(head) + self._body.finish(head, text.decode("utf-8"))).encode("utf-8", "replace")
+        if type(moment) is not int or moment <= 0:
+            return None  # the event's time is found elsewhere: the Python way
+        if syslog != self._syslog_json:  # the received header: the same for a burst of records
+            received = json_loads(syslog) if syslog is not None else {}
+            self._syslog_json, self._received = syslog, (received.get("hostname"), received.get("severity"))
+        try:
+            before, after, joiner = self._parts[(notification, name, threat_id, level) + self._received]
+        except TypeError:  # a received hostname that is a list...: not a key
+            return None
+        if moment != self._moment:
+            self._moment, self._stamp = moment, timestamp(moment).encode("ascii")
+        return before + self._stamp + after + joiner + text if text else before + self._stamp + after
+
+    def _make_parts(self, notification, name, threat_id, level, hostname, received_severity) -> tuple:
+        before, after = self._header.around_time(level, notification, hostname, received_severity)
+        prefix, joiner = self._body.around({"notification": notification, "name": name, "threat_id": threat_id,
+                                            "level": level, "reported_timestamp": 1})
+        return before.encode("utf-8", "replace"), (after + prefix).encode("utf-8", "replace"), joiner.encode()
 
     def _learn(self, item: bytes, signature: bytes) -> None:
         record = decode_record(item)

@@ -121,8 +121,9 @@ class PairEncoder:
         """The form ``_speedups.extension`` fills in for records with this one's keys and value types.
 
         Per key of the record, in its order: None (not in the pairs, or
-        null: left out) or (action, the escaped ``key=`` with any label pair
-        before it, the converter to call). None for the whole record where
+        null: left out), or the action's byte followed by ``key=`` (with any
+        label pair before it), paired with the converter for ``CALL``. None
+        for the whole record where
         only this module writes the same text: keys or labels that are not
         one word (the empty-pair rule above holds for words only), or a
         conversion C does not know.
@@ -151,7 +152,8 @@ class PairEncoder:
                 action = actions.CALL
             else:
                 return None
-            entries.append((action, prefix.encode("ascii"), convert if action == actions.CALL else None))
+            spec = bytes((action,)) + prefix.encode("ascii")
+            entries.append((spec, convert) if action == actions.CALL else spec)
         return tuple(entries)
 
     def _escape(self, text: str) -> str:

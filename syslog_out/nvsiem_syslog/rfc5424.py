@@ -56,12 +56,15 @@ class HeaderWriter:
         received = record.get("syslog")
         if not isinstance(received, dict):
             received = {}
-        before, after = self._around_time.get_for((record.get("level"), record.get("notification"),
-                                                   received.get("hostname"), received.get("severity")))
+        before, after = self.around_time(record.get("level"), record.get("notification"),
+                                         received.get("hostname"), received.get("severity"))
         return before + self._last_stamp + after
 
-    def _around(self, level, notification, hostname, received_severity) -> Tuple[str, str]:
+    def around_time(self, level, notification, hostname, received_severity) -> Tuple[str, str]:
         """What comes before the timestamp (``<PRI>1 ``) and after it (`` HOST APP - MSGID - ``)."""
+        return self._around_time.get_for((level, notification, hostname, received_severity))
+
+    def _around(self, level, notification, hostname, received_severity) -> Tuple[str, str]:
         severity = SYSLOG_SEVERITY.get(level.lower() if isinstance(level, str) else "")
         if severity is None:
             severity = received_severity if type(received_severity) is int and 0 <= received_severity <= 7 else 6
