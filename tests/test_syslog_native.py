@@ -116,3 +116,11 @@ def test_any_record_is_written_in_c_as_in_python(record, body):
     item = json_dumps(record)
     written = natively(native, item)
     assert (written if written is not None else native(item)) == python_only(item)
+
+
+def test_an_item_that_is_not_bytes_goes_the_python_way():
+    native, python_only = writers("cef")
+    item = record_line(RECORDS[0])
+    natively(native, item)
+    assert native._native(memoryview(item)) is None
+    assert native(memoryview(item)) == python_only(item)

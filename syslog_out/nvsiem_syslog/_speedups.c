@@ -430,10 +430,12 @@ value_object(const Member *m)
 static PyObject *
 extension(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyDict_Check(args[1])) {
+    if (nargs != 3 || !PyDict_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "extension(item: bytes, forms: dict, leef: bool)");
         return NULL;
     }
+    if (!PyBytes_Check(args[0]))
+        Py_RETURN_NONE; /* a memoryview...: Python's */
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     const unsigned char *end = p + PyBytes_GET_SIZE(args[0]);
     int leef = PyObject_IsTrue(args[2]);

@@ -13,7 +13,7 @@ from nvparser import event_time
 
 from . import mapping
 from .memo import Memo
-from .pairs import PairEncoder, to_milliseconds
+from .pairs import PairBody, PairEncoder, to_milliseconds
 
 EXTENSION_ESCAPES = (("\\", "\\\\"), ("=", "\\="), ("\n", "\\n"), ("\r", "\\r"))
 HEADER_ESCAPES = (("\\", "\\\\"), ("|", "\\|"), ("\r\n", " "), ("\n", " "), ("\r", " "))
@@ -42,25 +42,12 @@ def key_for(notification: str, field: str, value_type: type) -> Optional[Tuple[s
     return key, field if mapping.is_slot(key) else "", convert
 
 
-class CefBody:
+class CefBody(PairBody):
     def __init__(self, product: str, version: str) -> None:
         self._prefix = "CEF:0|%s|%s|%s|" % (escape_header(mapping.VENDOR), escape_header(product),
                                             escape_header(version))
-        self._extension = PairEncoder(key_for, " ", EXTENSION_ESCAPES)
+        super().__init__(PairEncoder(key_for, " ", EXTENSION_ESCAPES))
         self._headers = Memo(self._header)
-
-    @property
-    def encoder(self) -> PairEncoder:
-        return self._extension
-
-    def body(self, record: dict, plain: bool = False) -> str:
-        """``plain``: no value holds the control characters ``\\x00``-``\\x02`` (see ``pairs``)."""
-        return self.finish(record, self._extension.encode(record, plain))
-
-    def finish(self, record: dict, extension: str) -> str:
-        """The body around the record's extension (the header fields and ``rt`` are the record's)."""
-        prefix, joiner = self.around(record)
-        return prefix + joiner + extension if extension else prefix
 
     def around(self, record: dict) -> Tuple[str, str]:
         """(what comes before the extension, what joins it on when there is one)."""

@@ -16,7 +16,7 @@ from nvparser import event_time
 from . import mapping
 from .cef import escape_header
 from .memo import Memo
-from .pairs import PairEncoder
+from .pairs import PairBody, PairEncoder
 
 ATTRIBUTE_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 #: Java SimpleDateFormat, as QRadar reads devTime: 2025-03-14T11:15:20.000+0000.
@@ -39,24 +39,12 @@ def key_for(notification: str, field: str, value_type: type) -> Optional[Tuple[s
     return key, "", dev_time if key == "devTime" else mapping.protocol_name if key == "proto" else None
 
 
-class LeefBody:
+class LeefBody(PairBody):
     def __init__(self, product: str, version: str) -> None:
         self._prefix = "LEEF:2.0|%s|%s|%s|" % (escape_header(mapping.VENDOR), escape_header(product),
                                                escape_header(version))
-        self._attributes = PairEncoder(key_for, "\t", ATTRIBUTE_ESCAPES)
+        super().__init__(PairEncoder(key_for, "\t", ATTRIBUTE_ESCAPES))
         self._headers = Memo(self._header)
-
-    @property
-    def encoder(self) -> PairEncoder:
-        return self._attributes
-
-    def body(self, record: dict, plain: bool = False) -> str:
-        return self.finish(record, self._attributes.encode(record, plain))
-
-    def finish(self, record: dict, text: str) -> str:
-        """The body around the record's attributes (the header fields and ``devTime`` are the record's)."""
-        prefix, joiner = self.around(record)
-        return prefix + joiner + text if text else prefix
 
     def around(self, record: dict) -> Tuple[str, str]:
         """(what comes before the record's attributes, what joins them on when there are any)."""

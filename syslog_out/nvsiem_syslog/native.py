@@ -28,7 +28,7 @@ _MAX_FORMS = 4096
 
 
 class NativeMessages:
-    """``messages(item)``: the message of a spooled record, or None: write it the Python way."""
+    """``native(item)``: the message of a spooled record, or None: write it the Python way."""
 
     def __init__(self, header: HeaderWriter, body, leef: bool) -> None:
         self._header = header
@@ -66,6 +66,7 @@ class NativeMessages:
 
     def _make_parts(self, notification, name, threat_id, level, hostname, received_severity) -> tuple:
         before, after = self._header.around_time(level, notification, hostname, received_severity)
+        # Any int for the time: only records with their own reported_timestamp come this way.
         prefix, joiner = self._body.around({"notification": notification, "name": name, "threat_id": threat_id,
                                             "level": level, "reported_timestamp": 1})
         return before.encode("utf-8", "replace"), (after + prefix).encode("utf-8", "replace"), joiner.encode()

@@ -198,3 +198,23 @@ def _unique(key: str, used: set) -> str:
         candidate = "%s%d" % (key, n)
     used.add(candidate)
     return candidate
+
+
+class PairBody:
+    """A CEF or LEEF body: the format's header (``around``, by the subclass), then the record's pairs."""
+
+    def __init__(self, encoder: PairEncoder) -> None:
+        self.encoder = encoder
+
+    def body(self, record: dict, plain: bool = False) -> str:
+        """``plain``: no value holds the control characters ``\\x00``-``\\x02`` (see ``PairEncoder``)."""
+        return self.finish(record, self.encoder.encode(record, plain))
+
+    def finish(self, record: dict, pairs: str) -> str:
+        """The body around the record's pairs, however they were written."""
+        prefix, joiner = self.around(record)
+        return prefix + joiner + pairs if pairs else prefix
+
+    def around(self, record: dict) -> Tuple[str, str]:
+        """(what comes before the pairs, what joins them on when there are any)."""
+        raise NotImplementedError

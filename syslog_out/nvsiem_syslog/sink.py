@@ -92,11 +92,7 @@ class MessageWriter:
         return [native(item) or written(item) for item in items]
 
     def __call__(self, item: bytes) -> bytes:
-        if self._native is not None:
-            message = self._native(item)
-            if message is not None:
-                return message
-        return self._written(item)
+        return (self._native is not None and self._native(item)) or self._written(item)
 
     def _written(self, item: bytes) -> bytes:
         """The message written the Python way."""
