@@ -77,3 +77,19 @@ def test_with_ca_that_ca_alone_is_trusted(collector, tmp_path):
     with_ca = open_source("neuvector+https://nv:10443?apikey=a:b&ca=%s" % ca_file, collector)
     assert len(with_ca.tls.get_ca_certs()) == 1
     assert with_ca.tls.minimum_version.name == "TLSv1_3"
+
+
+def test_the_pause_of_the_cyclic_gc_nests_and_always_ends():
+    import gc
+
+    from nvsiem.sources.rest import _cyclic_gc_paused
+    assert gc.isenabled()
+    with _cyclic_gc_paused():
+        with _cyclic_gc_paused():  # two sources at once
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other one is still at it
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        with _cyclic_gc_paused():
+            raise ValueError("a reply that is not JSON")
+    assert gc.isenabled()

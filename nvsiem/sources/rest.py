@@ -241,8 +241,9 @@ class RestSource(Source):
         for (path, keys, query), pending in zip(queries, replies):
             payload = pending.result()
             with _cyclic_gc_paused():
-                if not self._take_reply(keys, query, _decoded(payload), taken):
-                    return taken
+                reply = _decoded(payload)
+            if not self._take_reply(keys, query, reply, taken):
+                return taken
             save_state(self.state_path, self.newest)
         if sum(taken.values()):
             log.info("%s: %d records the push sources had not delivered (%s)", self.label, sum(taken.values()),
@@ -267,7 +268,8 @@ class RestSource(Source):
         the CPU's caches, where a whole ring's would not (an eighth faster). False: refused."""
         seen_in_reply: dict = {}  # the list is one REST reply to the de-duplication, however many pieces
         for start in range(0, len(elements), _PIECE):
-            records = [record_of(kind, element) for element in elements[start:start + _PIECE]]
+            with _cyclic_gc_paused():
+                records = [record_of(kind, element) for element in elements[start:start + _PIECE]]
             own = sum(1 for r in records if type(r) is Record and self._own_session_event(r.data)) \
                 if self.username else 0
             before = taken[kind]
@@ -377,11 +379,12 @@ _gc_pauses_lock = threading.Lock()
 
 @contextmanager
 def _cyclic_gc_paused():
-    """No cyclic garbage collection while a reply is decoded and spooled.
+    """No cyclic garbage collection while a reply is decoded or its elements made into records.
 
     A reply is a tree of up to a million containers without a cycle: every
     full collection meanwhile would walk it all again (a tenth of a
-    backfill's time). Reference counting frees it as usual; collections
+    backfill's time). Never over a wait (for the controller, for room in
+    the spool). Reference counting frees the reply as usual; collections
     resume after, in every thread (a count, as sources pause it at once).
     """
     global _gc_pauses
