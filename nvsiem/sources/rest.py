@@ -43,7 +43,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
@@ -267,15 +267,18 @@ class RestSource(Source):
         """Hand one list's records to the collector, a piece at a time: what one piece makes stays in
         the CPU's caches, where a whole ring's would not (an eighth faster). False: refused."""
         seen_in_reply: dict = {}  # the list is one REST reply to the de-duplication, however many pieces
+        spool = self.collector.spool
         for start in range(0, len(elements), _PIECE):
-            with _cyclic_gc_paused():
+            # Spooling waits only for room (or a failing disk): then the collections go on meanwhile.
+            roomy = spool.error is None and not spool.full and spool.used_bytes < spool.quota_bytes * 0.9
+            with _cyclic_gc_paused() if roomy else nullcontext():
                 records = [record_of(kind, element) for element in elements[start:start + _PIECE]]
-            own = sum(1 for r in records if type(r) is Record and self._own_session_event(r.data)) \
-                if self.username else 0
-            before = taken[kind]
-            if not self.collector.accept(records, self.label, timeout=None, replayed=True, taken=taken,
-                                         seen_in_reply=seen_in_reply):
-                return False
+                own = sum(1 for r in records if type(r) is Record and self._own_session_event(r.data)) \
+                    if self.username else 0
+                before = taken[kind]
+                if not self.collector.accept(records, self.label, timeout=None, replayed=True, taken=taken,
+                                             seen_in_reply=seen_in_reply):
+                    return False
             backfilled = taken[kind] - before - own
             if backfilled > 0:
                 self.collector.metrics.rest_backfilled.labels(self.label, kind).inc(backfilled)
@@ -379,7 +382,7 @@ _gc_pauses_lock = threading.Lock()
 
 @contextmanager
 def _cyclic_gc_paused():
-    """No cyclic garbage collection while a reply is decoded or its elements made into records.
+    """No cyclic garbage collection while a reply is decoded, or spooled while the spool has room.
 
     A reply is a tree of up to a million containers without a cycle: every
     full collection meanwhile would walk it all again (a tenth of a
