@@ -19,6 +19,7 @@ from helpers.rest_elements import rest_element
 from helpers.sample_stream import parsed, sample_lines
 
 APIKEY = "siem:Xk3v9Qp2Lm8Rt5Yz1Bc7Nd4Hg6Jf0Sa2Ue8Io5Pw3Ty9Ql7Zx1Cv4Bn6Mm2Kk8Ll0"
+READER, READER_PASSWORD = "siem-reader", "reader-pass"
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,20 @@ def secret(tmp_path: Path, name: str, value: str) -> str:
     path = tmp_path / name
     path.write_text(value)
     return str(path)
+
+
+def apikey_controller(ca) -> RestController:
+    """A controller that knows APIKEY, a reader's."""
+    return RestController(ca, apikeys={"siem": (APIKEY.split(":", 1)[1], "reader")})
+
+
+def password_controller(ca) -> RestController:
+    """A controller where READER logs in with READER_PASSWORD."""
+    return RestController(ca, users={READER: (READER_PASSWORD, "reader")})
+
+
+def password_auth(tmp_path: Path) -> str:
+    return "username=%s&password_file=%s" % (READER, secret(tmp_path, "pw", READER_PASSWORD))
 
 
 def rest_url(controller, tmp_path: Path, interval: float = 1, **options) -> str:
@@ -79,7 +94,7 @@ def load(controller, lines):
 def test_syslog_drops_events_and_rest_brings_them_back_each_once(tmp_path, ca):
     lines = events(240)
     pushed = lines[:180]  # syslog loses the last 60
-    with RestController(ca, apikeys={"siem": (APIKEY.split(":", 1)[1], "reader")}) as controller:
+    with apikey_controller(ca) as controller:
         port = free_port()
         out = tmp_path / "out.jsonl"
         nv = CollectorProcess(tmp_path, ["tcp://127.0.0.1:%d" % port, rest_url(controller, tmp_path, interval=2)],
@@ -110,7 +125,7 @@ def started(tmp_path, controller, listen_extra=(), **options):
 
 def test_a_whole_ring_is_backfilled_at_start_and_read_again_without_copies(tmp_path, ca):
     lines = events(300)
-    with RestController(ca, apikeys={"siem": (APIKEY.split(":", 1)[1], "reader")}) as controller:
+    with apikey_controller(ca) as controller:
         lines = load(controller, lines)
         nv, out = started(tmp_path, controller, interval=1)
         try:
@@ -129,10 +144,9 @@ def test_a_whole_ring_is_backfilled_at_start_and_read_again_without_copies(tmp_p
 
 def test_a_password_session_is_kept_and_renewed_only_on_401(tmp_path, ca):
     lines = events(60)
-    with RestController(ca, users={"siem-reader": ("reader-pass", "reader")}) as controller:
+    with password_controller(ca) as controller:
         lines = load(controller, lines)
-        auth = "username=siem-reader&password_file=%s" % secret(tmp_path, "pw", "reader-pass")
-        nv, out = started(tmp_path, controller, interval=1, auth=auth)
+        nv, out = started(tmp_path, controller, interval=1, auth=password_auth(tmp_path))
         try:
             wait_until(lambda: len(records_in(out)) >= len(lines) + 1, 60, "the backfill and our own login")
             audits = lambda: sum(1 for m, p, _, _ in controller.requests if p == "/v1/log/audit")  # noqa: E731
@@ -146,7 +160,7 @@ def test_a_password_session_is_kept_and_renewed_only_on_401(tmp_path, ca):
             assert nv.terminate() == 0
         finally:
             nv.stop()
-        own = [r for r in records_in(out) if r.get("user") == "siem-reader"]
+        own = [r for r in records_in(out) if r.get("user") == READER]
         assert sorted(r["name"] for r in own) == ["User.Login", "User.Login", "User.Timeout"]
         assert backfilled == len(lines)
         assert sorted(identity(r) for r in records_in(out) if r not in own) == sorted(
@@ -155,11 +169,10 @@ def test_a_password_session_is_kept_and_renewed_only_on_401(tmp_path, ca):
 
 def test_a_token_that_dies_in_the_middle_of_a_poll_is_renewed_and_nothing_is_lost(tmp_path, ca):
     lines = events(60)
-    with RestController(ca, users={"siem-reader": ("reader-pass", "reader")}) as controller:
+    with password_controller(ca) as controller:
         lines = load(controller, lines)
         controller.expire_tokens_after("/v1/log/activity")  # the second of the poll's four lists
-        auth = "username=siem-reader&password_file=%s" % secret(tmp_path, "pw", "reader-pass")
-        nv, out = started(tmp_path, controller, interval=60, auth=auth)
+        nv, out = started(tmp_path, controller, interval=60, auth=password_auth(tmp_path))
         try:
             lists = lambda: [p for m, p, _, a in controller.requests if p.startswith("/v1/log/")]  # noqa: E731
             wait_until(lambda: len(lists()) >= 5, 60, "the first poll's lists and the one refused")
@@ -173,7 +186,7 @@ def test_a_token_that_dies_in_the_middle_of_a_poll_is_renewed_and_nothing_is_los
                            "/v1/log/audit"]
         statuses = [a for m, p, _, a in controller.requests if p == "/v1/log/security"]
         assert statuses == ["token", "token"]
-        own = [r for r in records_in(out) if r.get("user") == "siem-reader"]
+        own = [r for r in records_in(out) if r.get("user") == READER]
         assert [r["name"] for r in own] == ["User.Login"]  # the second login is newer than the reads
         assert sorted(identity(r) for r in records_in(out) if r not in own) == sorted(
             identity(parsed(line)) for line in lines)
@@ -181,7 +194,7 @@ def test_a_token_that_dies_in_the_middle_of_a_poll_is_renewed_and_nothing_is_los
 
 def test_an_unwell_controller_is_retried_with_backoff_and_said_once(tmp_path, ca):
     lines = events(40)
-    with RestController(ca, apikeys={"siem": (APIKEY.split(":", 1)[1], "reader")}) as controller:
+    with apikey_controller(ca) as controller:
         lines = load(controller, lines)
         controller.fail_next(503, count=3)
         nv, out = started(tmp_path, controller, interval=5)
@@ -198,7 +211,7 @@ def test_an_unwell_controller_is_retried_with_backoff_and_said_once(tmp_path, ca
 
 def test_a_kill_in_the_middle_of_a_backfill_loses_nothing(tmp_path, ca):
     lines = events(2000)
-    with RestController(ca, apikeys={"siem": (APIKEY.split(":", 1)[1], "reader")}) as controller:
+    with apikey_controller(ca) as controller:
         lines = load(controller, lines)
         nv, out = started(tmp_path, controller, interval=60)
         try:
@@ -216,7 +229,7 @@ def test_a_kill_in_the_middle_of_a_backfill_loses_nothing(tmp_path, ca):
 
 def test_a_ring_that_rotated_past_what_was_held_is_said_loudly(tmp_path, ca):
     lines = events(100)
-    with RestController(ca, apikeys={"siem": (APIKEY.split(":", 1)[1], "reader")}) as controller:
+    with apikey_controller(ca) as controller:
         held = load(controller, lines)
         nv, out = started(tmp_path, controller, interval=2, margin=0)
         try:

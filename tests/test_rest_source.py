@@ -6,13 +6,19 @@ empty lists as ``[]`` that syslog leaves out, threats with ``cap_len``.
 Each reference JSON-mode sample, rewritten that way by hand here, must
 give its reference record, without the syslog header.
 """
+import argparse
+import gc
 import json
 
 import pytest
+import trustme
 
 from helpers.nvsamples import assert_same_records, expected_records, load_samples
 
-from nvsiem.sources.rest import record_of
+from nvsiem.collector import Collector
+from nvsiem.config import resolve
+from nvsiem.sources import open_source
+from nvsiem.sources.rest import _cyclic_gc_paused, record_of
 
 JSON_SAMPLES = [s for s in load_samples() if s.mode == "json"]
 #: Lists REST writes as [] when empty, where syslog leaves the key out (§5.2).
@@ -46,10 +52,6 @@ def test_keys_a_newer_neuvector_adds_are_kept_after_the_known_ones():
 
 @pytest.fixture
 def collector(tmp_path):
-    import argparse
-
-    from nvsiem.collector import Collector
-    from nvsiem.config import resolve
     return Collector(resolve(argparse.Namespace(spool=str(tmp_path / "spool")), environ={}))
 
 
@@ -62,16 +64,12 @@ def collector(tmp_path):
     ("apikey=a:b&ca=/nonexistent/ca.pem", "cannot load ca=/nonexistent/ca.pem: No such file or directory"),
 ])
 def test_a_wrong_url_is_refused_with_what_to_give(collector, query, error):
-    from nvsiem.sources import open_source
     with pytest.raises(ValueError, match="neuvector\\+https://nv:10443.*" + error.replace("(", "\\(").replace(
             ")", "\\)").replace("+", "\\+")):
         open_source("neuvector+https://nv:10443?" + query, collector)
 
 
 def test_with_ca_that_ca_alone_is_trusted(collector, tmp_path):
-    import trustme
-
-    from nvsiem.sources import open_source
     ca_file = tmp_path / "ca.pem"
     trustme.CA().cert_pem.write_to_path(str(ca_file))
     with_ca = open_source("neuvector+https://nv:10443?apikey=a:b&ca=%s" % ca_file, collector)
@@ -80,9 +78,6 @@ def test_with_ca_that_ca_alone_is_trusted(collector, tmp_path):
 
 
 def test_the_pause_of_the_cyclic_gc_nests_and_always_ends():
-    import gc
-
-    from nvsiem.sources.rest import _cyclic_gc_paused
     assert gc.isenabled()
     with _cyclic_gc_paused():
         with _cyclic_gc_paused():  # two sources at once

@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlencode
 
 from nvparser import Record, json_loads, json_record, schema
@@ -85,18 +85,18 @@ def record_of(notification: str, element: dict) -> Record:
     JSON-mode body, so the types and notes are the syslog path's.
     """
     plan = _PLANS.get((notification, *element)) or _plan(notification, tuple(element))
-    keys, values, maybe_empty, without = plan
-    if maybe_empty:
-        lists = maybe_empty(element)
+    keys, values = plan.keys, plan.values
+    if plan.maybe_empty:
+        lists = plan.maybe_empty(element)
         if [] in lists:  # lists syslog would have left out: the plan for the keys that are left
-            empty = tuple(k for k, v in zip(maybe_empty.keys, lists) if v == [])
-            keys, values = without.get(empty) or _without(plan, empty)
+            empty = tuple(k for k, v in zip(plan.maybe_empty.keys, lists) if v == [])
+            keys, values = plan.without.get(empty) or _without(plan, empty)
     return json_record(dict(zip(keys, (notification,) + values(element))))
 
 
-def _without(plan: tuple, empty: tuple) -> tuple:
-    keys = tuple(k for k in plan[0] if k not in empty)
-    plan[3][empty] = found = (keys, _Getter(keys[1:]))
+def _without(plan: "_Plan", empty: tuple) -> tuple:
+    keys = tuple(k for k in plan.keys if k not in empty)
+    plan.without[empty] = found = (keys, _Getter(keys[1:]))
     return found
 
 
@@ -116,19 +116,27 @@ class _Getter:
         return bool(self.keys)
 
 
-#: (notification, REST keys...) -> (record keys, their values from an element, the lists that may be empty,
-#: {the lists that are: (record keys, their values)})
-_PLANS: Dict[tuple, tuple] = {}
+class _Plan(NamedTuple):
+    """How the REST elements with one key set become records."""
+
+    keys: tuple          # the record's keys, ``notification`` first, in struct order
+    values: _Getter      # their values from an element (but ``notification``)
+    maybe_empty: _Getter  # the lists syslog leaves out when empty
+    without: dict        # the empty ones -> (keys, values) without them
 
 
-def _plan(notification: str, rest_keys: tuple) -> tuple:
+#: (notification, REST keys...) -> its plan
+_PLANS: Dict[tuple, _Plan] = {}
+
+
+def _plan(notification: str, rest_keys: tuple) -> _Plan:
     """How the elements with these keys become records: one sort per key set (replies repeat them)."""
     order = _ORDER.get(notification, {})
     drop = _REST_ONLY.get(notification, ())
     keys = tuple(sorted((k for k in rest_keys if k not in drop and k != "notification"),
                         key=lambda k: order.get(k, len(order))))  # a newer NeuVector's keys last, as they came
     empty_lists = _OMITTED_WHEN_EMPTY.get(notification, ())
-    plan = (("notification",) + keys, _Getter(keys), _Getter(tuple(k for k in keys if k in empty_lists)), {})
+    plan = _Plan(("notification",) + keys, _Getter(keys), _Getter(tuple(k for k in keys if k in empty_lists)), {})
     if len(_PLANS) > 4096:  # bounded: odd replies must not grow it
         _PLANS.clear()
     _PLANS[(notification, *rest_keys)] = plan
