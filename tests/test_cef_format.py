@@ -145,6 +145,16 @@ def test_without_reported_timestamp_the_event_time_comes_from_reported_at():
     assert_message_matches(message(record, "leef"), record, "leef")
 
 
+@pytest.mark.parametrize("body", FORMATS)
+@pytest.mark.parametrize("moment", [253402300800, 1741944405000000, 2 ** 62])
+def test_an_event_time_past_what_rfc_5424_can_say_leaves_the_timestamp_nil(body, moment):
+    """A reported_timestamp in microseconds (or worse) is past year 9999: the header says "-", the record is sent."""
+    record = dict(RECORDS[0], reported_timestamp=moment)
+    text = message(record, body)
+    assert parse_rfc5424(text).timestamp == "-"
+    assert_message_matches(text, record, body)
+
+
 def test_keys_beyond_the_schema_go_to_custom_keys():
     record = dict(RECORDS[0], webhook={"cluster": "c1", "level": "WARNING"}, new_field="x=1")
     extension = parse_cef(parse_rfc5424(message(record)).msg).extension

@@ -6,9 +6,9 @@ value, so this sink writes them as ``\\t``, ``\\n``, ``\\r`` and a backslash
 as ``\\\\``: a value reads back exactly by undoing those four. Header fields
 are escaped as CEF's are (``\\|``, ``\\\\``). ``sev`` is the CEF severity
 (1-10: Debug counts as 1), ``devTime`` the event time with its
-``devTimeFormat``.
+``devTimeFormat`` (left out for a time before 1970 or past 9999, which
+the format cannot say).
 """
-import time
 from typing import Optional, Tuple
 
 from nvparser import event_time
@@ -16,16 +16,11 @@ from nvparser import event_time
 from . import mapping
 from .cef import escape_header
 from .memo import Memo
-from .pairs import PairBody, PairEncoder
+from .pairs import PairBody, PairEncoder, dev_time
 
 ATTRIBUTE_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
-#: Java SimpleDateFormat, as QRadar reads devTime: 2025-03-14T11:15:20.000+0000.
+#: Java SimpleDateFormat, as QRadar reads devTime (``pairs.dev_time``): 2025-03-14T11:15:20.000+0000.
 DEV_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"
-
-
-def dev_time(seconds: float) -> str:
-    whole = int(seconds // 1)
-    return "%s.%03d+0000" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)), int((seconds - whole) * 1000))
 
 
 def key_for(notification: str, field: str, value_type: type) -> Optional[Tuple[str, str, object]]:
@@ -50,12 +45,15 @@ class LeefBody(PairBody):
         """(what comes before the record's attributes, what joins them on when there are any)."""
         header, severity = self._headers.get_for(mapping.header_key(record))
         attributes = [severity] if severity else []
-        if type(record.get("reported_timestamp")) is int:  # then devTime is among the attributes
-            attributes.append("devTimeFormat=" + DEV_TIME_FORMAT)
+        reported = record.get("reported_timestamp")
+        if type(reported) is int:  # then devTime is among the attributes, where it can be said
+            if dev_time(reported):
+                attributes.append("devTimeFormat=" + DEV_TIME_FORMAT)
         else:
             moment = event_time(record)
-            if moment is not None:
-                attributes += ["devTime=" + dev_time(moment), "devTimeFormat=" + DEV_TIME_FORMAT]
+            stamp = dev_time(moment) if moment is not None else ""
+            if stamp:
+                attributes += ["devTime=" + stamp, "devTimeFormat=" + DEV_TIME_FORMAT]
         return header + "\t".join(attributes), "\t" if attributes else ""
 
     def _header(self, notification, name, threat_id, level) -> Tuple[str, str]:

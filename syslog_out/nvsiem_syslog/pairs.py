@@ -17,9 +17,12 @@ escapes each value on its own; both give the same text.
 """
 import operator
 import re
+import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from nvparser import json_dumps
+
+from .rfc5424 import LAST_SECOND
 
 #: (key, label, converter or None) for a field whose value has a type; None: the field is not in the pairs.
 KeyFor = Callable[[str, str, type], Optional[Tuple[str, str, Optional[Callable]]]]
@@ -28,6 +31,15 @@ _EQ, _SEP, _LABEL_SEP = "\x00", "\x01", "\x02"
 _WORD = re.compile(r"[A-Za-z0-9_]+")
 #: Seconds -> milliseconds (CEF's rt), as a bound C method (see _CONVERT).
 to_milliseconds = (1000).__mul__
+
+
+def dev_time(seconds: float) -> str:
+    """Seconds -> LEEF's devTime; "" (the attribute left out) outside 1970 to 9999, which its format cannot say."""
+    if not 0 <= seconds <= LAST_SECOND:
+        return ""
+    whole = int(seconds // 1)
+    return "%s.%03d+0000" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)), int((seconds - whole) * 1000))
+
 _MAX_PLANS = 4096
 _EMPTY = re.compile(r"(?:^|\x01)(?:[A-Za-z0-9_]+\x00[A-Za-z0-9_]+\x02)?[A-Za-z0-9_]+\x00(?=\x01|\Z)")
 
@@ -118,7 +130,7 @@ class PairEncoder:
         return plan, values, form
 
     def native_form(self, record: dict, actions) -> Optional[tuple]:
-        """The form ``_speedups.extension`` fills in for records with this one's keys and value types.
+        """The form ``_speedups.messages`` fills in for records with this one's keys and value types.
 
         Per key of the record, in its order: None (not in the pairs, or
         null: left out), or the action's byte followed by ``key=`` (with any
@@ -148,6 +160,8 @@ class PairEncoder:
                 action = actions.RAW  # the JSON text as the spool holds it; true, false
             elif convert is to_milliseconds and kind is int:
                 action = actions.MS
+            elif convert is dev_time and kind is int:
+                action = actions.DEV_TIME
             elif kind in (str, int, float):
                 action = actions.CALL
             else:

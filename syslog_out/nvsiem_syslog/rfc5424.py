@@ -5,7 +5,8 @@
   severity of the header it came with, else Info).
 * TIMESTAMP: the event's time (``nvparser.event_time``: NeuVector's
   ``reported_timestamp``, else ``reported_at``, else the received header's),
-  in UTC; ``-`` when the record has none.
+  in UTC; ``-`` when the record has none, or one past year 9999 (a
+  ``reported_timestamp`` in milliseconds, say: the record is still sent).
 * HOSTNAME: the controller that sent the record (the received header's
   hostname), else this machine's name.
 * APP-NAME: ``app_name=`` (``neuvector``); MSGID: the notification type.
@@ -22,6 +23,8 @@ from .mapping import SYSLOG_SEVERITY
 from .memo import Memo
 
 NIL = "-"
+#: 9999-12-31T23:59:59Z: RFC 5424 years have four digits (a reported_timestamp in milliseconds is far past it).
+LAST_SECOND = 253402300799
 
 
 def header_field(text, limit: int) -> Optional[str]:
@@ -33,9 +36,13 @@ def header_field(text, limit: int) -> Optional[str]:
 
 
 def timestamp(moment: Optional[float]) -> str:
-    if moment is None:
+    """``moment`` (Unix seconds) in UTC; ``-`` when there is none or RFC 5424 cannot say it."""
+    if moment is None or moment > LAST_SECOND:
         return NIL
-    stamp = datetime.fromtimestamp(moment, timezone.utc)
+    try:
+        stamp = datetime.fromtimestamp(moment, timezone.utc)
+    except (ValueError, OverflowError, OSError):  # before year 1
+        return NIL
     spec = "seconds" if stamp.microsecond == 0 else "microseconds"
     return stamp.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 
 class SyslogSink(Sink):
+    # Each batch costs a cursor save and a wait for the receiver's TCP to acknowledge: fewer, larger ones.
+    max_batch = 5000
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -61,7 +63,7 @@ class SyslogSink(Sink):
     def send(self, batch: Sequence[bytes]) -> None:
         if not batch:
             return
-        messages = self._message.many(batch)
+        messages = self._message.batch(batch)
         try:
             self._transport.deliver(messages)
         except OSError as exc:  # socket errors, timeouts and TLS errors alike
@@ -73,7 +75,7 @@ class SyslogSink(Sink):
 
 
 class MessageWriter:
-    """A spooled record (JSON bytes) -> one syslog message (bytes, no framing)."""
+    """Spooled records (JSON bytes) -> syslog messages: framed for TCP and TLS, one datagram each for UDP."""
 
     def __init__(self, settings: Settings) -> None:
         self._header = HeaderWriter(settings.facility, settings.app_name)
@@ -81,23 +83,26 @@ class MessageWriter:
         body = writers[settings.format](settings.product, settings.product_version) \
             if settings.format in writers else None
         self._body = body.body if body is not None else None
-        self._native = NativeMessages(self._header, body, settings.format == "leef") \
-            if body is not None and native_built() else None
+        framing = None if settings.transport == "udp" else settings.framing
+        self._frame = {None: list, "octet-counting": _octet_counted, "lf": _lf_terminated}[framing]
+        self._native = NativeMessages(self._header, body, settings.format == "leef", framing) \
+            if native_built() else None
 
-    def many(self, items: Sequence[bytes]) -> List[bytes]:
-        """The messages of a batch (the C path, where it takes them, in one loop)."""
-        native, written = self._native, self._written
-        if native is None:
-            return list(map(written, items))
-        return [native(item) or written(item) for item in items]
+    def batch(self, items: Sequence[bytes]) -> List[bytes]:
+        """The messages of a batch, as the transport sends them (the C path, where it takes them, in one call)."""
+        if self._native is None:
+            return self._frame([self(item) for item in items])
+        messages, missed = self._native.batch(items)
+        if missed:
+            for i, message in zip(missed, self._frame([self(items[i]) for i in missed])):
+                messages[i] = message
+        return messages
 
     def __call__(self, item: bytes) -> bytes:
-        return (self._native is not None and self._native(item)) or self._written(item)
-
-    def _written(self, item: bytes) -> bytes:
-        """The message written the Python way."""
+        """The message of one record, unframed, written the Python way: the reference the C path is held to."""
         record = decode_record(item)
-        if record.get("notification") == "unparsed":  # perhaps not JSON as spooled: written as decode_record made it
+        # Not a JSON object as spooled: written as decode_record made it, which shows the item as its message.
+        if record.get("notification") == "unparsed" and record.get("message") == bytes(item).decode("utf-8", "replace"):
             item = json_dumps(record)
         header = self._header.header(record)
         if self._body is None:
@@ -113,13 +118,11 @@ class StreamTransport:
         self._settings = settings
         self._context = context
         self._sock: Optional[socket.socket] = None
-        self._frame = _octet_counted if settings.framing == "octet-counting" else _lf_terminated
         # The last framed messages written, at most ``resend`` bytes: written again after a break.
         self._recent: Deque[bytes] = deque()
         self._recent_bytes = 0
 
-    def deliver(self, messages: Sequence[bytes]) -> None:
-        framed = self._frame(messages)
+    def deliver(self, framed: List[bytes]) -> None:
         if self._sock is not None and _peer_closed(self._sock, self._settings.timeout):
             log.warning("%s closed or reset the connection", self._settings.address)
             self.close()

@@ -21,7 +21,7 @@ import json
 import re
 import socket
 from datetime import datetime, timezone
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 _CEF_VALUE_ESCAPES = {"\\": "\\", "=": "=", "n": "\n", "r": "\r"}
 _LEEF_VALUE_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
@@ -265,7 +265,10 @@ def expected_cef_extension(record: dict) -> Dict[str, str]:
     return out
 
 
-def leef_time(seconds) -> str:
+def leef_time(seconds) -> Optional[str]:
+    """devTime as DEV_TIME_FORMAT says it, which has room for the years 1970 to 9999 only (None: left out)."""
+    if not 0 <= seconds < 253402300800:
+        return None
     moment = datetime.fromtimestamp(seconds, timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03d+0000" % (moment.microsecond // 1000)
 
@@ -279,12 +282,13 @@ def expected_leef_attributes(record: dict) -> Dict[str, str]:
             name = re.sub(r"[^A-Za-z0-9_]", "", field)
             out["NeuVector" + camel(field) if name in LEEF_RESERVED else name] = value_text(value)
         elif key == "devTime":
-            out["devTime"] = leef_time(value)
+            if leef_time(value) is not None:
+                out["devTime"] = leef_time(value)
         elif key == "proto":
             out["proto"] = PROTOCOLS.get(value, str(value))
         else:
             out[key] = value_text(value)
-    if "devTime" not in out and event_seconds(record) is not None:
+    if "devTime" not in out and event_seconds(record) is not None and leef_time(event_seconds(record)):
         out["devTime"] = leef_time(event_seconds(record))
     if "devTime" in out:
         out["devTimeFormat"] = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"
@@ -296,7 +300,7 @@ def expected_leef_attributes(record: dict) -> Dict[str, str]:
 def expected_header(record: dict, facility: int = 16, app_name: str = "neuvector") -> Syslog5424:
     """The RFC 5424 header fields (MSG left empty) this sink must write for ``record``."""
     seconds = event_seconds(record)
-    if seconds is None:
+    if seconds is None or seconds >= 253402300800:  # RFC 5424's DATE-FULLYEAR is 4DIGIT: 9999 at most
         stamp = "-"
     else:
         moment = datetime.fromtimestamp(seconds, timezone.utc)
