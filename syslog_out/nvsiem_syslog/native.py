@@ -5,11 +5,11 @@ costs more than the rest of the collector spends on it, so where the C
 module is built a batch of records becomes its framed messages in one call.
 Python still decides everything: the first record of each key and
 value-type sequence (its *signature*) is learnt, and its form made from it
-(``PairEncoder.native_form``; JSON needs none, the record is its body); so
-are the header parts of each distinct set
-of header fields, from the same Python code that writes headers. C declines
-what it does not handle exactly (``_speedups.c``), and such records go the
-Python way. ``tests/test_syslog_native.py`` holds both ways to the same bytes.
+(``PairEncoder.native_form``; JSON needs none, the record is its body), and
+so are the header parts of each distinct set of header fields, by the
+Python code that writes headers. C declines what it does not handle
+exactly (``_speedups.c``), and such records go the Python way.
+``tests/test_syslog_native.py`` holds both ways to the same bytes.
 """
 from typing import List, Optional, Sequence, Tuple
 
