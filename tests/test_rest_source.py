@@ -9,15 +9,19 @@ give its reference record, without the syslog header.
 import argparse
 import gc
 import json
+import os
+from collections import Counter
 
 import pytest
 import trustme
 
 from helpers.nvsamples import assert_same_records, expected_records, load_samples
+from nvparser import json_dumps
 
 from nvsiem.collector import Collector
 from nvsiem.config import resolve
 from nvsiem.sources import open_source
+from nvsiem.sources import rest
 from nvsiem.sources.rest import _cyclic_gc_paused, record_of
 
 JSON_SAMPLES = [s for s in load_samples() if s.mode == "json"]
@@ -75,6 +79,35 @@ def test_with_ca_that_ca_alone_is_trusted(collector, tmp_path):
     with_ca = open_source("neuvector+https://nv:10443?apikey=a:b&ca=%s" % ca_file, collector)
     assert len(with_ca.tls.get_ca_certs()) == 1
     assert with_ca.tls.minimum_version.name == "TLSv1_3"
+
+
+def spooled_after_taking(collector, payload: bytes) -> list:
+    """What a source spools from one /v1/log/security reply."""
+    source = open_source("neuvector+https://nv:10443?apikey=a:b", collector)
+    reader = collector.spool.reader("check")
+    assert source._take_reply({"threats": "threat", "violations": "violation"}, {}, rest._lists(payload),
+                              Counter())
+    return reader.read(10_000, timeout=0)
+
+
+def test_a_reply_is_decoded_a_piece_at_a_time_or_whole_to_the_same_records(collector, tmp_path, monkeypatch):
+    """Cut into its elements (nvparser's accelerator) or decoded whole: the same records, in the same order."""
+    forms = [rest_form(sample.lines[0]) for sample in JSON_SAMPLES]
+    threats = [element for kind, element in forms if kind == "threat"]
+    violations = [element for kind, element in forms if kind == "violation"]
+    assert threats and violations
+    # Copies told apart, more than one piece of each list.
+    threats = [dict(t, id="t%d" % n) for n in range(700) for t in threats][:2500]
+    violations = [dict(v, id="v%d" % n, reported_timestamp=n) for n in range(1200) for v in violations][:1200]
+    payload = json_dumps({"threats": threats, "violations": violations})
+    lists = rest._lists(payload)
+    if os.environ.get("NVSIEM_REQUIRE_SPEEDUPS") or type(lists["threats"][0]) is bytes:
+        assert all(type(e) is bytes for e in lists["threats"] + lists["violations"])
+    cut = spooled_after_taking(collector, payload)
+    monkeypatch.setattr(rest, "json_lists", lambda payload: None)
+    assert rest._lists(payload) == {"threats": threats, "violations": violations}
+    other = Collector(resolve(argparse.Namespace(spool=str(tmp_path / "spool-whole")), environ={}))
+    assert spooled_after_taking(other, payload) == cut and len(cut) == len(threats) + len(violations)
 
 
 def test_the_pause_of_the_cyclic_gc_nests_and_always_ends():

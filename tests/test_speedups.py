@@ -5,9 +5,12 @@
 rules it implements (Python's regex engine for the split, the Go number
 formats for the typing), on generated input with the bytes that trip a
 hand-written scanner; the whole fast path with and without it must give the
-same records; and it must not leak or crash on bad arguments.
+same records; and it must not leak or crash on bad arguments. Its
+``split_lists`` (behind ``nvparser.json_lists``) is held to the standard
+library's JSON decoder.
 """
 import gc
+import json
 import os
 import re
 import tracemalloc
@@ -180,6 +183,49 @@ def test_build_refuses_bad_arguments(args, error):
         speedups.build(*args)
 
 
+# -- split_lists: a REST list reply cut into its elements, undecoded --------------
+
+_JSON_TEXT = st.text(st.sampled_from('a"\\/[]{},:é\n\t ') | st.characters(blacklist_categories=("Cs",)), max_size=12)
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.floats(allow_nan=False, allow_infinity=False)
+    | _JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_JSON_TEXT, inner, max_size=3), max_leaves=12)
+#: The lists' names are plain words (a name with an escape is left to the decoder, below).
+_REPLIES = st.dictionaries(st.from_regex(r"[a-z_]{1,10}", fullmatch=True), st.lists(_JSON_VALUES, max_size=5),
+                           max_size=4)
+
+
+@SETTINGS
+@given(_REPLIES, st.sampled_from([{"separators": (",", ":")}, {"indent": 1}, {"separators": (" , ", " : ")},
+                                  {"ensure_ascii": False, "separators": (",", ":")}]))
+def test_split_lists_cuts_each_element_as_a_decoder_reads_it(reply, style):
+    payload = json.dumps(reply, **style).encode("utf-8")
+    lists = speedups.split_lists(payload)
+    assert lists is not None and list(lists) == list(reply)
+    assert {key: [json.loads(element) for element in elements] for key, elements in lists.items()} == reply
+    if style.get("separators") == (",", ":"):  # compact: each element is exactly the text it was written as
+        assert all(element == json.dumps(value, **style).encode() for key, elements in lists.items()
+                   for element, value in zip(elements, reply[key]))
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"events":{"a":1}}', b'{"events":1}', b'["events"]', b'{"ev\\u0065nts":[1]}', b'{"events":[1,2]',
+    b'{"events":[1,]}', b'{"events":[,1]}', b'{"events":[1]} x', b'{"events":["a]}', b'', b'{"\xff":[1]}',
+    b'{"events":[1] "x":[2]}',
+])
+def test_split_lists_leaves_any_other_document_to_the_decoder(payload):
+    assert speedups.split_lists(payload) is None
+
+
+def test_split_lists_examples():
+    assert speedups.split_lists(b'{"threats":[{"a":"}\\\\"},[1,[2]]],"violations":[],"incidents":[null]}') == {
+        "threats": [b'{"a":"}\\\\"}', b'[1,[2]]'], "violations": [], "incidents": [b"null"]}
+    assert speedups.split_lists(b'{"a":[1],"a":[2]}') == {"a": [b"2"]}  # the last, as a decoder keeps
+    assert speedups.split_lists(b" {}\n") == {}
+    with pytest.raises(TypeError):
+        speedups.split_lists("{}")
+
+
 # -- the fast path with and without the accelerator ------------------------------
 
 def test_the_fast_path_runs_the_accelerator_where_it_is_built():
@@ -242,6 +288,8 @@ def test_no_memory_is_kept_across_calls():
             pass
         speedups.build(template, keys, values, (0,), (3,), (2,), (4,), (5,))
         speedups.build(template, keys, values, (1,), (), (), (), ())  # None: "é" is no integer
+        speedups.split_lists(b'{"events":[{"a":[1,"x"]},2],"threats":[]}')
+        speedups.split_lists(b'{"events":[{"a":[1,"x"]},2],"threats":[1,}')  # None, after two lists were made
 
     for _ in range(100):
         calls()

@@ -47,7 +47,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlencode
 
-from nvparser import Record, json_loads, json_record, schema
+from nvparser import Record, json_lists, json_loads, json_record, schema
 
 from ..options import resolve_secrets
 from ..statefile import load_state, save_state
@@ -249,7 +249,7 @@ class RestSource(Source):
         for (path, keys, query), pending in zip(queries, replies):
             payload = pending.result()
             with _cyclic_gc_paused():
-                reply = _decoded(payload)
+                reply = _lists(payload)
             if not self._take_reply(keys, query, reply, taken):
                 return taken
             save_state(self.state_path, self.newest)
@@ -261,26 +261,32 @@ class RestSource(Source):
     def _take_reply(self, keys: dict, query: dict, reply: dict, taken: Counter) -> bool:
         for key, kind in keys.items():
             elements = reply.get(key) or []
-            self._check_ring(kind, elements, query.get("f_since"))
-            if not self._spool(kind, elements, taken):
+            stamps: List[int] = []
+            if not self._spool(kind, elements, taken, stamps):
                 return False  # stopping, or the spool refused them: read again next time
-            stamps = [e.get("reported_timestamp") for e in elements if isinstance(e.get("reported_timestamp"), int)]
+            self._check_ring(kind, len(elements), stamps, query.get("f_since"))
             if stamps:
                 self.newest[kind] = max(stamps + [self.newest.get(kind, 0)])
             elif kind not in self.newest:
                 self.newest[kind] = 0  # read once: from now on only what is newer
         return True
 
-    def _spool(self, kind: str, elements: List[dict], taken: Counter) -> bool:
+    def _spool(self, kind: str, elements: list, taken: Counter, stamps: List[int]) -> bool:
         """Hand one list's records to the collector, a piece at a time: what one piece makes stays in
-        the CPU's caches, where a whole ring's would not (an eighth faster). False: refused."""
+        the CPU's caches, where a whole ring's would not (an eighth faster), and elements still JSON
+        bytes (``_lists``) are decoded a piece at a time. Adds their ``reported_timestamp`` to
+        ``stamps``. False: refused."""
         seen_in_reply: dict = {}  # the list is one REST reply to the de-duplication, however many pieces
         spool = self.collector.spool
         for start in range(0, len(elements), _PIECE):
             # Spooling waits only for room (or a failing disk): then the collections go on meanwhile.
             roomy = spool.error is None and not spool.full and spool.used_bytes < spool.quota_bytes * 0.9
             with _cyclic_gc_paused() if roomy else nullcontext():
-                records = [record_of(kind, element) for element in elements[start:start + _PIECE]]
+                piece = elements[start:start + _PIECE]
+                if type(piece[0]) is bytes:
+                    piece = list(map(json_loads, piece))
+                stamps += [e["reported_timestamp"] for e in piece if isinstance(e.get("reported_timestamp"), int)]
+                records = [record_of(kind, element) for element in piece]
                 own = sum(1 for r in records if type(r) is Record and self._own_session_event(r.data)) \
                     if self.username else 0
                 before = taken[kind]
@@ -295,12 +301,12 @@ class RestSource(Source):
     def _own_session_event(self, data: dict) -> bool:
         return bool(self.username) and data.get("user") == self.username and data.get("name") in _OWN_SESSION_EVENTS
 
-    def _check_ring(self, kind: str, elements: List[dict], since: Optional[str]) -> None:
-        """A full ring that starts after what was held: the events between were lost on the controller."""
-        if since is None or len(elements) < RING:
+    def _check_ring(self, kind: str, count: int, stamps: List[int], since: Optional[str]) -> None:
+        """A full ring (``count`` elements, with these times) that starts after what was held: the events
+        between were lost on the controller."""
+        if since is None or count < RING:
             return
-        oldest = min((e.get("reported_timestamp") for e in elements if isinstance(e.get("reported_timestamp"), int)),
-                     default=None)
+        oldest = min(stamps, default=None)
         if oldest is not None and oldest > int(since):
             self.collector.metrics.rest_ring_overruns.labels(self.label, kind).inc()
             log.error("%s: events lost upstream: the controller's %s ring (4,096) rotated past the newest %s held: "
@@ -413,6 +419,14 @@ def _cyclic_gc_paused():
 
 def _decoded(payload: bytes) -> dict:
     return json_loads(payload) if payload.strip() else {}
+
+
+def _lists(payload: bytes) -> dict:
+    """A list reply: where nvparser can, each list's elements still as JSON bytes, to be decoded a piece at
+    a time as they are spooled (decoded whole, a reply of scan reports takes several times its size in
+    objects, and longer); else decoded whole."""
+    lists = json_lists(payload)
+    return lists if lists is not None else _decoded(payload)
 
 
 class _ServerError(Exception):

@@ -21,7 +21,7 @@ tells when a record's event happened. ``HexDumpDecoder`` reads
 netcat-traditional's ``-o`` hex dumps and ``format_hexdump`` writes them.
 """
 from . import schema
-from ._codec import json_dumps, json_loads
+from ._codec import json_dumps, json_lists, json_loads
 from ._decode import json_record, parse_frame
 from ._events import DeadLetter, Record, Skipped, event_time
 from ._framing import MAX_FRAME
@@ -32,7 +32,7 @@ from ._webhook import parse_webhook
 
 __all__ = [
     "Parser", "Record", "DeadLetter", "Skipped", "parse_frame", "json_record", "parse_webhook",
-    "schema", "json_dumps", "json_loads", "event_time",
+    "schema", "json_dumps", "json_lists", "json_loads", "event_time",
     "HexChunk", "HexDumpDecoder", "HexDumpError", "format_hexdump", "is_record_start", "read_hexdump",
     "split_records", "MAX_FRAME",
 ]

@@ -333,17 +333,167 @@ fail:
     return NULL;
 }
 
+/* -- REST list replies ------------------------------------------------------ */
+
+static const unsigned char *
+skip_space(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* Past the JSON string starting at the quote p, or NULL when it does not end. */
+static const unsigned char *
+skip_string(const unsigned char *p, const unsigned char *end)
+{
+    for (p++; p < end; p++) {
+        const unsigned char *q = memchr(p, '"', end - p);
+        if (q == NULL)
+            return NULL;
+        const unsigned char *b = q;
+        while (b > p && b[-1] == '\\')
+            b--;
+        if ((q - b) % 2 == 0) /* not escaped: an even run of backslashes before it */
+            return q + 1;
+        p = q;
+    }
+    return NULL;
+}
+
+/* Past the JSON value at p, told apart only by its brackets and strings (the
+ * decoder checks the rest), or NULL when it does not end before end. */
+static const unsigned char *
+skip_value(const unsigned char *p, const unsigned char *end)
+{
+    Py_ssize_t depth = 0;
+    while (p < end) {
+        unsigned char c = *p;
+        if (c == '"') {
+            p = skip_string(p, end);
+            if (p == NULL)
+                return NULL;
+            if (depth == 0)
+                return p;
+            continue;
+        }
+        if (c == '[' || c == '{')
+            depth++;
+        else if (c == ']' || c == '}') {
+            if (depth == 0)
+                return p; /* the end of the enclosing array: a scalar ends here */
+            if (--depth == 0)
+                return p + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'))
+            return p;
+        p++;
+    }
+    return depth == 0 ? p : NULL;
+}
+
+/* split_lists(payload: bytes) -> {key: [element JSON bytes, ...]} or None
+ * A JSON object whose every member is an array (a NeuVector REST list
+ * reply), its arrays cut into their elements' JSON text, undecoded; None
+ * for anything else (a member that is not an array, a key with an escape, a
+ * cut or trailing text): the caller decodes it whole. A key twice: the last,
+ * as a decoder keeps. */
+static PyObject *
+split_lists(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "split_lists(payload: bytes)");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *end = p + PyBytes_GET_SIZE(args[0]);
+    PyObject *lists = PyDict_New();
+    if (lists == NULL)
+        return NULL;
+    p = skip_space(p, end);
+    if (p >= end || *p++ != '{')
+        goto decline;
+    p = skip_space(p, end);
+    int first_member = 1;
+    while (p < end && *p != '}') {
+        if (!first_member) {
+            if (*p++ != ',')
+                goto decline;
+            p = skip_space(p, end);
+        }
+        first_member = 0;
+        if (p >= end || *p != '"')
+            goto decline;
+        const unsigned char *key = p + 1, *key_end = skip_string(p, end);
+        if (key_end == NULL || memchr(key, '\\', key_end - 1 - key) != NULL)
+            goto decline;
+        p = skip_space(key_end, end);
+        if (p >= end || *p++ != ':')
+            goto decline;
+        p = skip_space(p, end);
+        if (p >= end || *p++ != '[')
+            goto decline;
+        PyObject *elements = PyList_New(0);
+        if (elements == NULL)
+            goto error;
+        PyObject *name = PyUnicode_DecodeUTF8((const char *)key, key_end - 1 - key, "strict");
+        if (name == NULL) { /* not UTF-8: the decoder's error to give */
+            Py_DECREF(elements);
+            PyErr_Clear();
+            goto decline;
+        }
+        int failed = PyDict_SetItem(lists, name, elements) < 0;
+        Py_DECREF(name);
+        Py_DECREF(elements); /* the dict holds it */
+        if (failed)
+            goto error;
+        p = skip_space(p, end);
+        int first_element = 1;
+        while (p < end && *p != ']') {
+            if (!first_element) {
+                if (*p++ != ',')
+                    goto decline;
+                p = skip_space(p, end);
+            }
+            first_element = 0;
+            const unsigned char *value_end = skip_value(p, end);
+            if (value_end == NULL || value_end == p)
+                goto decline;
+            PyObject *element = PyBytes_FromStringAndSize((const char *)p, value_end - p);
+            if (element == NULL || PyList_Append(elements, element) < 0) {
+                Py_XDECREF(element);
+                goto error;
+            }
+            Py_DECREF(element);
+            p = skip_space(value_end, end);
+        }
+        if (p >= end)
+            goto decline;
+        p = skip_space(p + 1, end);
+    }
+    if (p >= end || skip_space(p + 1, end) != end)
+        goto decline;
+    return lists;
+decline:
+    Py_DECREF(lists);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(lists);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"split_body", (PyCFunction)(void (*)(void))split_body, METH_FASTCALL,
      "split_body(raw, start) -> (notification, 'key1,key2,...', [value1, ...])"},
     {"build", (PyCFunction)(void (*)(void))build, METH_FASTCALL,
      "build(template, keys, values, ints, floats, bools, lists, maps) -> dict or None"},
+    {"split_lists", (PyCFunction)(void (*)(void))split_lists, METH_FASTCALL,
+     "split_lists(payload) -> {key: [element JSON bytes, ...]} or None"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "nvparser._speedups",
-    "C versions of nvparser._fast._split_body and _build.", -1, methods, NULL, NULL, NULL, NULL,
+    "C versions of nvparser._fast._split_body and _build; REST list replies cut into their elements.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
