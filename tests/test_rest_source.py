@@ -110,6 +110,14 @@ def test_a_reply_is_decoded_a_piece_at_a_time_or_whole_to_the_same_records(colle
     assert spooled_after_taking(other, payload) == cut and len(cut) == len(threats) + len(violations)
 
 
+def test_list_elements_that_are_not_objects_are_dead_letters_and_the_rest_is_spooled(collector):
+    threat = next(element for kind, element in map(rest_form, (s.lines[0] for s in JSON_SAMPLES)) if kind == "threat")
+    payload = json_dumps({"threats": [5, threat, "x"], "violations": [[1]]})
+    spooled = spooled_after_taking(collector, payload)
+    assert [json.loads(line)["notification"] for line in spooled] == ["threat"]
+    assert collector.metrics.dead_letters.labels("neuvector+https://nv:10443")._value.get() == 3
+
+
 def test_the_pause_of_the_cyclic_gc_nests_and_always_ends():
     assert gc.isenabled()
     with _cyclic_gc_paused():

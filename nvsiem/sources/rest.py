@@ -47,7 +47,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import urlencode
 
-from nvparser import Record, json_lists, json_loads, json_record, schema
+from nvparser import DeadLetter, Record, json_dumps, json_lists, json_loads, json_record, schema
 
 from ..options import resolve_secrets
 from ..statefile import load_state, save_state
@@ -92,6 +92,11 @@ def record_of(notification: str, element: dict) -> Record:
             empty = tuple(k for k, v in zip(plan.maybe_empty.keys, lists) if v == [])
             keys, values = plan.without.get(empty) or _without(plan, empty)
     return json_record(dict(zip(keys, (notification,) + values(element))))
+
+
+def _not_an_object(notification: str, element) -> DeadLetter:
+    """A list element that is no JSON object: kept, as its JSON, with the reason."""
+    return DeadLetter(json_dumps(element), "a %s list element that is not a JSON object" % notification)
 
 
 def _without(plan: "_Plan", empty: tuple) -> tuple:
@@ -285,8 +290,10 @@ class RestSource(Source):
                 piece = elements[start:start + _PIECE]
                 if type(piece[0]) is bytes:
                     piece = list(map(json_loads, piece))
-                stamps += [e["reported_timestamp"] for e in piece if isinstance(e.get("reported_timestamp"), int)]
-                records = [record_of(kind, element) for element in piece]
+                stamps += [e["reported_timestamp"] for e in piece
+                           if type(e) is dict and isinstance(e.get("reported_timestamp"), int)]
+                records = [record_of(kind, element) if type(element) is dict else _not_an_object(kind, element)
+                           for element in piece]
                 own = sum(1 for r in records if type(r) is Record and self._own_session_event(r.data)) \
                     if self.username else 0
                 before = taken[kind]
