@@ -713,57 +713,55 @@ typedef struct {
     char stamp[20];
 } Writer;
 
-/* The form for the record's signature: 1 (in w->form); 0: none (yet); -1: error. */
+/* dict[key], kept in *held (a strong reference, its key in last), so a run
+ * of records with the same key asks the dict once. check() tells a value
+ * found to use (1) from one Python keeps for itself (0) or a wrong one (-1,
+ * raised). 1: in *held; 0: none (yet); -1: error. */
 static int
-find_form(Writer *w)
+find_held(PyObject *dict, const Buf *key, Buf *last, PyObject **held, int (*check)(PyObject *, Py_ssize_t),
+          Py_ssize_t count)
 {
-    const Buf *sig = &w->record.sig;
-    if (w->form != NULL && sig->len == w->last_sig.len && memcmp(sig->data, w->last_sig.data, sig->len) == 0)
+    if (*held != NULL && key->len == last->len && memcmp(key->data, last->data, key->len) == 0)
         return 1;
-    Py_CLEAR(w->form);
-    PyObject *signature = bytes_of(sig);
-    if (signature == NULL)
-        return -1;
-    PyObject *form = PyDict_GetItemWithError(w->forms, signature);
-    Py_DECREF(signature);
-    if (form == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    if (!PyTuple_Check(form))
-        return 0; /* a form Python keeps for itself */
-    if (PyTuple_GET_SIZE(form) != w->record.count) {
-        PyErr_SetString(PyExc_ValueError, "a form for another number of keys");
-        return -1;
-    }
-    Py_INCREF(form);
-    w->form = form;
-    w->last_sig.len = 0;
-    return buf_put(&w->last_sig, sig->data, sig->len) < 0 ? -1 : 1;
-}
-
-/* The header parts for w->key: 1 (in w->parts); 0: none yet; -1: error. */
-static int
-find_parts(Writer *w)
-{
-    const Buf *key = &w->key;
-    if (w->parts != NULL && key->len == w->last_key.len && memcmp(key->data, w->last_key.data, key->len) == 0)
-        return 1;
-    Py_CLEAR(w->parts);
+    Py_CLEAR(*held);
     PyObject *k = bytes_of(key);
     if (k == NULL)
         return -1;
-    PyObject *parts = PyDict_GetItemWithError(w->heads, k);
+    PyObject *found = PyDict_GetItemWithError(dict, k);
     Py_DECREF(k);
-    if (parts == NULL)
+    if (found == NULL)
         return PyErr_Occurred() ? -1 : 0;
+    int ok = check(found, count);
+    if (ok <= 0)
+        return ok;
+    Py_INCREF(found);
+    *held = found;
+    last->len = 0;
+    return buf_put(last, key->data, key->len) < 0 ? -1 : 1;
+}
+
+/* A form: a tuple of an entry per key (False: records with that signature are Python's). */
+static int
+check_form(PyObject *form, Py_ssize_t count)
+{
+    if (!PyTuple_Check(form))
+        return 0;
+    if (PyTuple_GET_SIZE(form) != count) {
+        PyErr_SetString(PyExc_ValueError, "a form for another number of keys");
+        return -1;
+    }
+    return 1;
+}
+
+static int
+check_parts(PyObject *parts, Py_ssize_t Py_UNUSED(count))
+{
     if (!PyTuple_Check(parts) || PyTuple_GET_SIZE(parts) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(parts, 0))
         || !PyBytes_Check(PyTuple_GET_ITEM(parts, 1)) || !PyBytes_Check(PyTuple_GET_ITEM(parts, 2))) {
         PyErr_SetString(PyExc_TypeError, "header parts are (before the time, after it, before the pairs) bytes");
         return -1;
     }
-    Py_INCREF(parts);
-    w->parts = parts;
-    w->last_key.len = 0;
-    return buf_put(&w->last_key, key->data, key->len) < 0 ? -1 : 1;
+    return 1;
 }
 
 /* The message of one item, framed: a new reference; Py_None (borrowed): missed; NULL: error. */
@@ -776,11 +774,11 @@ write_message(Writer *w, PyObject *item)
     if (ok > 0 && t == 0)
         ok = 0;
     if (ok > 0 && w->forms != Py_None)
-        ok = find_form(w);
+        ok = find_held(w->forms, &r->sig, &w->last_sig, &w->form, check_form, r->count);
     if (ok > 0)
         ok = head_key(r, &w->key);
     if (ok > 0)
-        ok = find_parts(w);
+        ok = find_held(w->heads, &w->key, &w->last_key, &w->parts, check_parts, 0);
     /* the body: the record's pairs, or for JSON the record as spooled */
     const char *text = NULL;
     Py_ssize_t text_len = 0;
