@@ -343,6 +343,13 @@ skip_space(const unsigned char *p, const unsigned char *end)
     return p;
 }
 
+/* Past the byte c at p and the whitespace after it, or NULL when p does not hold c. */
+static const unsigned char *
+past(const unsigned char *p, const unsigned char *end, unsigned char c)
+{
+    return p < end && *p == c ? skip_space(p + 1, end) : NULL;
+}
+
 /* Past the JSON string starting at the quote p, or NULL when it does not end. */
 static const unsigned char *
 skip_string(const unsigned char *p, const unsigned char *end)
@@ -409,28 +416,17 @@ split_lists(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     PyObject *lists = PyDict_New();
     if (lists == NULL)
         return NULL;
-    p = skip_space(p, end);
-    if (p >= end || *p++ != '{')
+    if ((p = past(skip_space(p, end), end, '{')) == NULL)
         goto decline;
-    p = skip_space(p, end);
-    int first_member = 1;
-    while (p < end && *p != '}') {
-        if (!first_member) {
-            if (*p++ != ',')
-                goto decline;
-            p = skip_space(p, end);
-        }
-        first_member = 0;
+    for (int first_member = 1; p < end && *p != '}'; first_member = 0) {
+        if (!first_member && (p = past(p, end, ',')) == NULL)
+            goto decline;
         if (p >= end || *p != '"')
             goto decline;
         const unsigned char *key = p + 1, *key_end = skip_string(p, end);
         if (key_end == NULL || memchr(key, '\\', key_end - 1 - key) != NULL)
             goto decline;
-        p = skip_space(key_end, end);
-        if (p >= end || *p++ != ':')
-            goto decline;
-        p = skip_space(p, end);
-        if (p >= end || *p++ != '[')
+        if ((p = past(skip_space(key_end, end), end, ':')) == NULL || (p = past(p, end, '[')) == NULL)
             goto decline;
         PyObject *elements = PyList_New(0);
         if (elements == NULL)
@@ -446,15 +442,9 @@ split_lists(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         Py_DECREF(elements); /* the dict holds it */
         if (failed)
             goto error;
-        p = skip_space(p, end);
-        int first_element = 1;
-        while (p < end && *p != ']') {
-            if (!first_element) {
-                if (*p++ != ',')
-                    goto decline;
-                p = skip_space(p, end);
-            }
-            first_element = 0;
+        for (int first_element = 1; p < end && *p != ']'; first_element = 0) {
+            if (!first_element && (p = past(p, end, ',')) == NULL)
+                goto decline;
             const unsigned char *value_end = skip_value(p, end);
             if (value_end == NULL || value_end == p)
                 goto decline;
@@ -466,11 +456,10 @@ split_lists(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
             Py_DECREF(element);
             p = skip_space(value_end, end);
         }
-        if (p >= end)
+        if ((p = past(p, end, ']')) == NULL)
             goto decline;
-        p = skip_space(p + 1, end);
     }
-    if (p >= end || skip_space(p + 1, end) != end)
+    if ((p = past(p, end, '}')) == NULL || p != end)
         goto decline;
     return lists;
 decline:

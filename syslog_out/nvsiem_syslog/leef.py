@@ -16,7 +16,7 @@ from nvparser import event_time
 from . import mapping
 from .cef import escape_header
 from .memo import Memo
-from .pairs import PairBody, PairEncoder, dev_time
+from .pairs import PairBody, PairEncoder, dev_time, dev_time_can_say
 
 ATTRIBUTE_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 #: Java SimpleDateFormat, as QRadar reads devTime (``pairs.dev_time``): 2025-03-14T11:15:20.000+0000.
@@ -47,7 +47,7 @@ class LeefBody(PairBody):
         attributes = [severity] if severity else []
         reported = record.get("reported_timestamp")
         if type(reported) is int:  # then devTime is among the attributes, where it can be said
-            if dev_time(reported):
+            if dev_time_can_say(reported):
                 attributes.append("devTimeFormat=" + DEV_TIME_FORMAT)
         else:
             moment = event_time(record)

@@ -33,12 +33,18 @@ _WORD = re.compile(r"[A-Za-z0-9_]+")
 to_milliseconds = (1000).__mul__
 
 
+def dev_time_can_say(seconds: float) -> bool:
+    """LEEF's devTime format has room for the years 1970 to 9999."""
+    return 0 <= seconds <= LAST_SECOND
+
+
 def dev_time(seconds: float) -> str:
-    """Seconds -> LEEF's devTime; "" (the attribute left out) outside 1970 to 9999, which its format cannot say."""
-    if not 0 <= seconds <= LAST_SECOND:
+    """Seconds -> LEEF's devTime; "" (the attribute left out) where ``dev_time_can_say`` says no."""
+    if not dev_time_can_say(seconds):
         return ""
     whole = int(seconds // 1)
     return "%s.%03d+0000" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)), int((seconds - whole) * 1000))
+
 
 _MAX_PLANS = 4096
 _EMPTY = re.compile(r"(?:^|\x01)(?:[A-Za-z0-9_]+\x00[A-Za-z0-9_]+\x02)?[A-Za-z0-9_]+\x00(?=\x01|\Z)")
